@@ -1,0 +1,159 @@
+/**
+ * SQS and S3 clients built from the options: credentials, region, endpoint and
+ * timeouts in one place, plus the translation of AWS failures into one-line errors.
+ *
+ * @module
+ */
+import { GetQueueUrlCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { RuntimeError, UsageError } from "./errors.ts";
+
+/** The options that decide how sqsrun talks to AWS. */
+export interface AwsOptions {
+  keyId?: string;
+  secretKey?: string;
+  region?: string;
+  endpointUrl?: string;
+  profile?: string;
+  /** Longest long poll the client will make, in seconds; requests may take this long. */
+  wait?: number;
+  /** Queue name or URL, used to infer the region of a real AWS queue URL. */
+  queue?: string;
+}
+
+/** Region used against a custom endpoint when nothing else names one (emulators ignore it). */
+const EMULATOR_REGION = "us-east-1";
+
+/** Returns the endpoint from the options or the standard AWS environment variables. */
+export function resolveEndpoint(
+  options: AwsOptions,
+  env: (name: string) => string | undefined = Deno.env.get,
+): string | undefined {
+  return options.endpointUrl ?? env("AWS_ENDPOINT_URL_SQS") ?? env("AWS_ENDPOINT_URL");
+}
+
+/** Returns the region of an `https://sqs.<region>.amazonaws.com/...` queue URL, if it is one. */
+export function regionFromQueueUrl(queue: string | undefined): string | undefined {
+  if (!queue) return undefined;
+  const match = /^https?:\/\/sqs[.-]([a-z0-9-]+)\.amazonaws\.com/.exec(queue);
+  return match?.[1];
+}
+
+/** Resolves the region: flag, environment, the queue URL, then an emulator default. */
+export function resolveRegion(
+  options: AwsOptions,
+  env: (name: string) => string | undefined = Deno.env.get,
+): string | undefined {
+  return options.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION") ??
+    regionFromQueueUrl(options.queue) ??
+    (resolveEndpoint(options, env) ? EMULATOR_REGION : undefined);
+}
+
+function clientConfig(options: AwsOptions, endpoint: string | undefined) {
+  if ((options.keyId === undefined) !== (options.secretKey === undefined)) {
+    throw new UsageError("-k/--key-id and -s/--secret-key must be given together");
+  }
+  const waitMs = (options.wait ?? 20) * 1000;
+  return {
+    region: resolveRegion(options),
+    endpoint,
+    profile: options.profile,
+    maxAttempts: 2,
+    credentials: options.keyId !== undefined && options.secretKey !== undefined
+      ? { accessKeyId: options.keyId, secretAccessKey: options.secretKey }
+      : undefined,
+    // The SDK only warns on a request timeout unless told to throw; a hung
+    // endpoint must fail the call so the caller's back-off takes over.
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: 5_000,
+      requestTimeout: waitMs + 10_000,
+      throwOnRequestTimeout: true,
+    }),
+  };
+}
+
+/** Creates an SQS client for the options. */
+export function createSqsClient(options: AwsOptions): SQSClient {
+  return new SQSClient(clientConfig(options, resolveEndpoint(options)));
+}
+
+/** Returns true when `queue` is a queue URL rather than a name. */
+export function isQueueUrl(queue: string): boolean {
+  return /^https?:\/\//i.test(queue);
+}
+
+/** Turns a queue name or URL into a URL, failing with a clear error when the queue does not exist. */
+export async function resolveQueueUrl(client: SQSClient, queue: string): Promise<string> {
+  if (isQueueUrl(queue)) return queue;
+  try {
+    const result = await client.send(new GetQueueUrlCommand({ QueueName: queue }));
+    if (!result.QueueUrl) throw new RuntimeError(`queue '${queue}' has no URL`);
+    return result.QueueUrl;
+  } catch (error) {
+    throw toRuntimeError(error, `queue '${queue}'`);
+  }
+}
+
+const NOT_FOUND_CODES = new Set([
+  "QueueDoesNotExist",
+  "AWS.SimpleQueueService.NonExistentQueue",
+  "NonExistentQueue",
+]);
+const CREDENTIAL_CODES = new Set([
+  "InvalidClientTokenId",
+  "SignatureDoesNotMatch",
+  "UnrecognizedClientException",
+  "AccessDenied",
+  "AccessDeniedException",
+  "ExpiredToken",
+  "ExpiredTokenException",
+  "InvalidAccessKeyId",
+]);
+
+/** The error code of an AWS SDK or network error, if it has one. */
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const record = error as Record<string, unknown>;
+  const code = record.Code ?? record.code ?? record.name;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** Returns true when the error says the queue does not exist. */
+export function isQueueMissing(error: unknown): boolean {
+  const code = errorCode(error);
+  return code !== undefined && NOT_FOUND_CODES.has(code);
+}
+
+/** Describes an AWS failure in one line, naming what was being done. */
+export function describeAwsError(error: unknown, subject?: string): string {
+  const code = errorCode(error);
+  const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+  const about = subject ? `${subject}: ` : "";
+  if (isQueueMissing(error)) return `${about}queue does not exist`;
+  if (code && CREDENTIAL_CODES.has(code)) {
+    return `${about}AWS rejected the credentials (${code})`;
+  }
+  if (code === "CredentialsProviderError" || /Could not load credentials/i.test(message)) {
+    return `${about}no AWS credentials found: give -k/-s, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use --profile, or run with an IAM role`;
+  }
+  if (/Region is missing/i.test(message)) {
+    return `${about}no AWS region: give --region or set AWS_REGION`;
+  }
+  if (code === "ECONNREFUSED" || /ECONNREFUSED|connection refused/i.test(message)) {
+    return `${about}cannot reach the SQS endpoint (connection refused)`;
+  }
+  if (code === "ENOTFOUND" || /getaddrinfo|ENOTFOUND|dns error/i.test(message)) {
+    return `${about}cannot resolve the SQS endpoint host`;
+  }
+  if (code === "TimeoutError" || /timed? ?out/i.test(message)) {
+    return `${about}the SQS endpoint did not answer in time`;
+  }
+  const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
+  return `${about}${detail || "unknown AWS error"}`;
+}
+
+/** Wraps any AWS failure in a RuntimeError with a one-line message; sqsrun's own errors pass through. */
+export function toRuntimeError(error: unknown, subject?: string): RuntimeError | UsageError {
+  if (error instanceof RuntimeError || error instanceof UsageError) return error;
+  return new RuntimeError(describeAwsError(error, subject));
+}
