@@ -1,0 +1,207 @@
+/**
+ * Builds the release binaries: one `deno compile` of `src/main.ts` per target,
+ * with the permissions of `src/permissions.ts` baked in, then `SHA256SUMS`.
+ *
+ * ```sh
+ * deno task build [--dry-run] [--target T]... [--out DIR] [--deno PATH]
+ * ```
+ *
+ * `--dry-run` prints the commands, one per line and shell-quoted, and writes nothing.
+ * `--deno` picks the deno executable that compiles (default: the one running this script).
+ *
+ * @module
+ */
+import { basename, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { runtimeFlags } from "../src/permissions.ts";
+
+/** Every target a release ships, in the order they are built and listed in `SHA256SUMS`. */
+export const TARGETS: readonly string[] = Object.freeze([
+  "x86_64-unknown-linux-gnu",
+  "aarch64-unknown-linux-gnu",
+  "x86_64-apple-darwin",
+  "aarch64-apple-darwin",
+  "x86_64-pc-windows-msvc",
+]);
+
+/** Name of the checksum file written next to the binaries. */
+export const SUMS_FILE = "SHA256SUMS";
+
+/** A mistake in how the build was invoked (exit code 2). */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** A compile or file operation that failed (exit code 1). */
+export class BuildError extends Error {
+  override name = "BuildError";
+}
+
+/** What to compile, and where. */
+export interface CompileOptions {
+  /** Targets to build, each at most once, in the order of {@linkcode TARGETS}; default all. */
+  targets?: readonly string[];
+  /** Directory the binaries go to; default `dist`. */
+  outDir?: string;
+  /** The entry module; default `src/main.ts`. */
+  entry?: string;
+  /** The deno executable; default `deno`. */
+  deno?: string;
+}
+
+/** Returns the binary's file name for a target: `sqsrun-<target>`, plus `.exe` on Windows. */
+export function binaryName(target: string): string {
+  return `sqsrun-${target}${target.includes("-windows-") ? ".exe" : ""}`;
+}
+
+/**
+ * Returns the targets to build: all when none are asked for, else the asked ones
+ * once each in release order. Throws a {@linkcode UsageError} naming an unknown target.
+ */
+export function selectTargets(asked: readonly string[] = []): string[] {
+  const unknown = asked.find((target) => !TARGETS.includes(target));
+  if (unknown !== undefined) {
+    throw new UsageError(`unknown target '${unknown}' (known: ${TARGETS.join(", ")})`);
+  }
+  return asked.length === 0 ? [...TARGETS] : TARGETS.filter((target) => asked.includes(target));
+}
+
+/** Returns the path a target's binary is written to. */
+export function outputPath(target: string, outDir = "dist"): string {
+  return join(outDir, binaryName(target));
+}
+
+/** Returns one `deno compile` argv per selected target, executable first. Pure. */
+export function compileCommands(options: CompileOptions = {}): string[][] {
+  const { outDir = "dist", entry = "src/main.ts", deno = "deno" } = options;
+  return selectTargets(options.targets).map((target) => [
+    deno,
+    "compile",
+    ...runtimeFlags(),
+    "--target",
+    target,
+    "--output",
+    outputPath(target, outDir),
+    entry,
+  ]);
+}
+
+/** Quotes one word for a POSIX shell, leaving plain words bare so commands stay readable. */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Returns the lowercase hex SHA-256 of `data`, computed with WebCrypto. */
+export async function sha256Hex(data: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Returns `sha256sum`-format lines (`<hex>  <name>`) for the files, named by their
+ * base name, so `sha256sum -c` works from the directory that holds them.
+ */
+export async function sha256Sums(paths: readonly string[]): Promise<string> {
+  let text = "";
+  for (const path of paths) {
+    // Read one file at a time: release binaries are ~100 MB each and WebCrypto cannot stream.
+    text += `${await sha256Hex(await Deno.readFile(path))}  ${basename(path)}\n`;
+  }
+  return text;
+}
+
+/** Writes `SHA256SUMS` for the files into `dir` and returns its path. */
+export async function writeSha256Sums(dir: string, paths: readonly string[]): Promise<string> {
+  const sumsPath = join(dir, SUMS_FILE);
+  await Deno.writeTextFile(sumsPath, await sha256Sums(paths));
+  return sumsPath;
+}
+
+/** Everything {@linkcode build} needs; the same fields as {@linkcode CompileOptions}. */
+export interface BuildOptions extends CompileOptions {
+  /** Print the commands instead of running them; nothing is written. */
+  dryRun?: boolean;
+  /** Where each command line is printed in a dry run; default `console.log`. */
+  print?: (line: string) => void;
+}
+
+/**
+ * Compiles every selected target, stopping at the first failure, then writes
+ * `SHA256SUMS`. The checksum file of an earlier build is removed first, so a
+ * failed build never leaves sums that describe other binaries.
+ */
+export async function build(options: BuildOptions = {}): Promise<void> {
+  const commands = compileCommands(options);
+  if (options.dryRun) {
+    const print = options.print ?? console.log;
+    for (const argv of commands) print(argv.map(shellQuote).join(" "));
+    return;
+  }
+  const outDir = options.outDir ?? "dist";
+  await Deno.mkdir(outDir, { recursive: true });
+  await Deno.remove(join(outDir, SUMS_FILE)).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  const outputs: string[] = [];
+  for (const [program, ...args] of commands) {
+    const target = args[args.indexOf("--target") + 1];
+    let status: Deno.CommandStatus;
+    try {
+      // Inherit stdio: deno's own diagnostics and download progress belong in the build log.
+      status = await new Deno.Command(program, { args, stdin: "null" }).spawn().status;
+    } catch (error) {
+      throw new BuildError(`cannot run '${program}': ${oneLine(error)}`);
+    }
+    if (!status.success) {
+      throw new BuildError(`deno compile failed for ${target} (exit code ${status.code})`);
+    }
+    outputs.push(args[args.indexOf("--output") + 1]);
+  }
+  await writeSha256Sums(outDir, outputs);
+}
+
+function oneLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
+}
+
+/** Parses the command line; throws a {@linkcode UsageError} on anything unknown. */
+export function parseBuildArgs(args: readonly string[], cwd = Deno.cwd()): BuildOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      options: {
+        "dry-run": { type: "boolean" },
+        target: { type: "string", multiple: true },
+        out: { type: "string" },
+        deno: { type: "string" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError(oneLine(error));
+  }
+  const { values } = parsed;
+  // Paths relative to the repo root, not the caller's cwd, unless given; relative
+  // keeps the printed commands short when run from the root, as `deno task` does.
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  return {
+    dryRun: values["dry-run"] ?? false,
+    targets: values.target ?? [],
+    outDir: values.out ?? (relative(cwd, join(root, "dist")) || "."),
+    entry: relative(cwd, join(root, "src", "main.ts")),
+    deno: values.deno ?? Deno.execPath(),
+  };
+}
+
+if (import.meta.main) {
+  try {
+    await build(parseBuildArgs(Deno.args));
+  } catch (error) {
+    console.error(`build: ${oneLine(error)}`);
+    Deno.exit(error instanceof UsageError ? 2 : 1);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The one definition of the Deno permissions sqsrun runs with. `scripts/build.ts`
+ * bakes these flags into the `deno compile` binaries, and tests (and daemon mode,
+ * when not compiled) run `deno run <runtimeFlags()> src/main.ts` with the same
+ * flags, so a permission the binary lacks fails in the tests first.
+ *
+ * A compiled binary never prompts: anything not granted here is a `NotCapable`
+ * error at run time. Adding a flag here is the only way to grant one.
+ *
+ * @module
+ */
+
+/**
+ * Permission flags of the compiled binary, one per line, each with why it is needed.
+ *
+ * Read, write, net, env and run are unscoped on purpose: the paths (config, user
+ * modules, pid and log files), hosts (any AWS region or custom endpoint, IMDS, ECS,
+ * STS/SSO, the DogStatsD agent) and the operator's command are only known at run time.
+ */
+export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
+  /**
+   * SQS/S3 endpoints (AWS or an emulator), the credential chain's IMDS/ECS/STS/SSO
+   * calls, DogStatsD over UDP (node:dgram; needs no unstable flag), the HTTP metrics listener.
+   */
+  "--allow-net",
+  /**
+   * The AWS SDK reads dozens of AWS_* variables (credentials, AWS_ENDPOINT_URL*, profile,
+   * region, SDK tuning), DD_* configure metrics, and the job's environment is built from ours.
+   */
+  "--allow-env",
+  /**
+   * `-f` config files, `--run` user modules, `~/.aws/{config,credentials}` (or
+   * AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE), pid files, and `Deno.execPath()`.
+   */
+  "--allow-read",
+  /** The `--configure` output file, the daemon's pid file, and the `--log` file. */
+  "--allow-write",
+  /**
+   * Unavoidably unrestricted: `--exec` runs whatever command the operator names (and
+   * signals it), the SDK's `credential_process` runs one too, and daemon mode re-spawns sqsrun.
+   */
+  "--allow-run",
+  /**
+   * `osRelease`: the AWS SDK puts it in its user agent on every client. `homedir`, `uid`: with
+   * HOME unset (a bare service manager, `env -i`) the SDK calls os.homedir() and caches it by
+   * euid; without them every client fails with NotCapable even when credentials are in env.
+   */
+  "--allow-sys=osRelease,homedir,uid",
+]);
+
+/**
+ * Returns the full flag list for `deno run` or `deno compile`: the permissions
+ * plus `--no-prompt`, so `deno run` denies instead of prompting, as the binary does.
+ *
+ * @example
+ * ```ts
+ * const cmd = new Deno.Command(Deno.execPath(), {
+ *   args: ["run", ...runtimeFlags(), "src/main.ts", "--list"],
+ * });
+ * ```
+ */
+export function runtimeFlags(): string[] {
+  return [...RUNTIME_PERMISSIONS, "--no-prompt"];
+}

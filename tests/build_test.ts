@@ -1,0 +1,331 @@
+/**
+ * Tests of `scripts/build.ts`: the dry-run command lines, target selection, the
+ * one-line errors, the real path against a stand-in deno, and the SHA256SUMS writer.
+ * `deno compile` itself needs the internet, so a real compile is not run here.
+ */
+import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  binaryName,
+  compileCommands,
+  sha256Hex,
+  sha256Sums,
+  shellQuote,
+  UsageError,
+  writeSha256Sums,
+} from "../scripts/build.ts";
+import { RUNTIME_PERMISSIONS, runtimeFlags } from "../src/permissions.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const DENO = Deno.execPath();
+const FLAGS = runtimeFlags().join(" ");
+const ALL = [
+  "x86_64-unknown-linux-gnu",
+  "aarch64-unknown-linux-gnu",
+  "x86_64-apple-darwin",
+  "aarch64-apple-darwin",
+  "x86_64-pc-windows-msvc",
+];
+const KNOWN = `known: ${ALL.join(", ")}`;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function runBuild(args: string[]): Promise<Run> {
+  const output = await new Deno.Command(DENO, {
+    args: ["run", "-A", "scripts/build.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+function expectedLine(target: string, out = "dist"): string {
+  const exe = target === "x86_64-pc-windows-msvc" ? ".exe" : "";
+  return `${DENO} compile ${FLAGS} --target ${target} --output ${out}/sqsrun-${target}${exe} src/main.ts`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/** A stand-in for deno: writes `--output` like compile does, or fails for one target. */
+async function fakeDeno(dir: string, failTarget = ""): Promise<string> {
+  const path = join(dir, "fake-deno");
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/sh
+out=""; target=""
+while [ $# -gt 0 ]; do
+  case "$1" in --output) out="$2"; shift;; --target) target="$2"; shift;; esac
+  shift
+done
+if [ "$target" = "${failTarget}" ]; then echo "error: stand-in failure" >&2; exit 3; fi
+printf 'binary for %s' "$target" > "$out"
+`,
+  );
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+Deno.test("runtimeFlags() is every permission plus --no-prompt, as a fresh copy", () => {
+  const flags = runtimeFlags();
+  deepStrictEqual(flags, [...RUNTIME_PERMISSIONS, "--no-prompt"]);
+  flags.push("--allow-ffi");
+  equal(runtimeFlags().includes("--allow-ffi"), false);
+  ok(Object.isFrozen(RUNTIME_PERMISSIONS));
+});
+
+Deno.test("--dry-run prints one exact compile command per target and writes nothing", async () => {
+  const run = await runBuild(["--dry-run"]);
+  equal(run.stderr, "");
+  equal(run.code, 0);
+  const lines = run.stdout.split("\n");
+  equal(lines.pop(), "");
+  deepStrictEqual(lines, ALL.map((target) => expectedLine(target)));
+  equal(lines[4].endsWith("--output dist/sqsrun-x86_64-pc-windows-msvc.exe src/main.ts"), true);
+  equal(lines.filter((line) => line.includes(".exe")).length, 1);
+  for (const line of lines) {
+    const words = line.split(" ");
+    for (const permission of RUNTIME_PERMISSIONS) {
+      ok(words.includes(permission), `${permission} missing from: ${line}`);
+    }
+    ok(words.includes("--no-prompt"), line);
+  }
+});
+
+Deno.test("--dry-run with --out creates nothing and quotes the path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const out = join(dir, "out dir");
+    const run = await runBuild(["--dry-run", "--out", out, "--target", "aarch64-apple-darwin"]);
+    equal(run.stderr, "");
+    equal(run.code, 0);
+    equal(
+      run.stdout,
+      `${DENO} compile ${FLAGS} --target aarch64-apple-darwin --output '${out}/sqsrun-aarch64-apple-darwin' src/main.ts\n`,
+    );
+    equal(await exists(out), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--target limits the build to the named targets, in release order, once each", async () => {
+  const run = await runBuild([
+    "--dry-run",
+    "--target",
+    "x86_64-pc-windows-msvc",
+    "--target=aarch64-unknown-linux-gnu",
+    "--target",
+    "x86_64-pc-windows-msvc",
+  ]);
+  equal(run.stderr, "");
+  equal(run.code, 0);
+  equal(
+    run.stdout,
+    `${expectedLine("aarch64-unknown-linux-gnu")}\n${expectedLine("x86_64-pc-windows-msvc")}\n`,
+  );
+});
+
+Deno.test("an unknown target is a one-line error with exit code 2", async () => {
+  const run = await runBuild(["--dry-run", "--target", "x86_64-unknown-freebsd"]);
+  equal(run.stdout, "");
+  equal(run.stderr, `build: unknown target 'x86_64-unknown-freebsd' (${KNOWN})\n`);
+  equal(run.code, 2);
+});
+
+Deno.test("an unknown flag or a positional argument is a one-line error with exit code 2", async () => {
+  const flag = await runBuild(["--dryrun"]);
+  equal(flag.stderr, "build: Unknown option '--dryrun'\n");
+  equal(flag.code, 2);
+  const positional = await runBuild(["all"]);
+  equal(
+    positional.stderr,
+    "build: Unexpected argument 'all'. This command does not take positional arguments\n",
+  );
+  equal(positional.code, 2);
+});
+
+Deno.test({
+  name: "a build compiles each target into --out and writes SHA256SUMS for them",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const out = join(dir, "dist");
+      const deno = await fakeDeno(dir);
+      const run = await runBuild([
+        "--deno",
+        deno,
+        "--out",
+        out,
+        "--target",
+        "x86_64-pc-windows-msvc",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+      ]);
+      equal(run.stderr, "");
+      equal(run.code, 0);
+      const names = [...Deno.readDirSync(out)].map((entry) => entry.name).sort();
+      deepStrictEqual(names, [
+        "SHA256SUMS",
+        "sqsrun-x86_64-pc-windows-msvc.exe",
+        "sqsrun-x86_64-unknown-linux-gnu",
+      ]);
+      equal(
+        await Deno.readTextFile(join(out, "sqsrun-x86_64-unknown-linux-gnu")),
+        "binary for x86_64-unknown-linux-gnu",
+      );
+      const sums = await Deno.readTextFile(join(out, "SHA256SUMS"));
+      const linux = await sha256Hex(encoder.encode("binary for x86_64-unknown-linux-gnu"));
+      const windows = await sha256Hex(encoder.encode("binary for x86_64-pc-windows-msvc"));
+      equal(
+        sums,
+        `${linux}  sqsrun-x86_64-unknown-linux-gnu\n${windows}  sqsrun-x86_64-pc-windows-msvc.exe\n`,
+      );
+      // The format is the one coreutils checks, not just one that looks like it.
+      const check = await new Deno.Command("sha256sum", { args: ["-c", "SHA256SUMS"], cwd: out })
+        .output();
+      equal(
+        decoder.decode(check.stdout),
+        "sqsrun-x86_64-unknown-linux-gnu: OK\nsqsrun-x86_64-pc-windows-msvc.exe: OK\n",
+      );
+      equal(check.code, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "a failed compile stops the build with a one-line error and leaves no SHA256SUMS",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const out = join(dir, "dist");
+      await Deno.mkdir(out);
+      await Deno.writeTextFile(join(out, "SHA256SUMS"), "stale\n");
+      const deno = await fakeDeno(dir, "aarch64-apple-darwin");
+      const run = await runBuild(["--deno", deno, "--out", out]);
+      equal(run.stdout, "");
+      // The stand-in's own stderr comes through (it is the diagnostic); ours is one line after it.
+      equal(
+        run.stderr,
+        "error: stand-in failure\nbuild: deno compile failed for aarch64-apple-darwin (exit code 3)\n",
+      );
+      equal(run.code, 1);
+      const names = [...Deno.readDirSync(out)].map((entry) => entry.name).sort();
+      deepStrictEqual(names, [
+        "sqsrun-aarch64-unknown-linux-gnu",
+        "sqsrun-x86_64-apple-darwin",
+        "sqsrun-x86_64-unknown-linux-gnu",
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("a deno that cannot be started is a one-line error with exit code 1", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const missing = join(dir, "no-such-deno");
+    const run = await runBuild(["--deno", missing, "--out", dir, "--target", ALL[0]]);
+    equal(run.stdout, "");
+    equal(
+      run.stderr,
+      `build: cannot run '${missing}': Failed to spawn '${missing}': No such file or directory (os error 2)\n`,
+    );
+    equal(run.code, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compileCommands() returns exact argv arrays and rejects unknown targets", () => {
+  deepStrictEqual(
+    compileCommands({
+      targets: ["x86_64-pc-windows-msvc"],
+      outDir: "out",
+      entry: "main.ts",
+      deno: "/opt/deno",
+    }),
+    [[
+      "/opt/deno",
+      "compile",
+      ...RUNTIME_PERMISSIONS,
+      "--no-prompt",
+      "--target",
+      "x86_64-pc-windows-msvc",
+      "--output",
+      "out/sqsrun-x86_64-pc-windows-msvc.exe",
+      "main.ts",
+    ]],
+  );
+  deepStrictEqual(
+    compileCommands().map((argv) => argv.at(-2)),
+    ALL.map((t) => `dist/${binaryName(t)}`),
+  );
+  throws(
+    () => compileCommands({ targets: ["wasm32"] }),
+    new UsageError(`unknown target 'wasm32' (${KNOWN})`),
+  );
+});
+
+Deno.test("shellQuote() leaves plain words bare and single-quotes the rest", () => {
+  equal(shellQuote("--allow-sys=osRelease,homedir,uid"), "--allow-sys=osRelease,homedir,uid");
+  equal(
+    shellQuote("dist/sqsrun-x86_64-pc-windows-msvc.exe"),
+    "dist/sqsrun-x86_64-pc-windows-msvc.exe",
+  );
+  equal(shellQuote("my dist"), "'my dist'");
+  equal(shellQuote("it's"), `'it'\\''s'`);
+  equal(shellQuote(""), "''");
+});
+
+Deno.test("sha256Hex() matches the FIPS 180-2 test vectors", async () => {
+  equal(
+    await sha256Hex(encoder.encode("abc")),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+  equal(
+    await sha256Hex(new Uint8Array(0)),
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+  );
+});
+
+Deno.test("writeSha256Sums() writes sha256sum lines named by base name, in the given order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(join(dir, "b-abc"), "abc");
+    await Deno.writeTextFile(join(dir, "a-empty"), "");
+    const expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  b-abc\n" +
+      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  a-empty\n";
+    equal(await sha256Sums([join(dir, "b-abc"), join(dir, "a-empty")]), expected);
+    const written = await writeSha256Sums(dir, [join(dir, "b-abc"), join(dir, "a-empty")]);
+    equal(written, join(dir, "SHA256SUMS"));
+    equal(await Deno.readTextFile(written), expected);
+    await rejects(sha256Sums([join(dir, "missing")]), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
