@@ -2,8 +2,17 @@
  * The resolved configuration of one sqsrun invocation, its defaults, and YAML
  * load/save for `-f` and `--configure`.
  *
+ * Settings come in layers: each `-f` file in order, then the command line. A
+ * layer only holds what it states explicitly ({@linkcode Settings}); merging keeps
+ * the last value of each key, and {@linkcode resolveOptions} fills in defaults and
+ * derived values once, at the end. `--configure` writes the merged explicit layer,
+ * so a derived value (say the kill timeout) keeps following the timeout when a
+ * configuration file is edited later, and `-f` reads back the same Options.
+ *
  * @module
  */
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { UsageError } from "./errors.ts";
 
 /** What one invocation does. Exactly one is chosen. */
 export type Command =
@@ -77,4 +86,679 @@ export interface Options {
   logFormat?: LogFormat;
   logLevel: "debug" | "info" | "warn" | "error";
   files: string[];
+}
+
+/** Severity threshold of the logger. */
+export type LogLevel = Options["logLevel"];
+
+/** Default values of the settings that have a fixed default (derived ones are computed). */
+export const DEFAULTS = {
+  timeout: 30,
+  killRetry: 60,
+  killGrace: 10,
+  interval: 1,
+  wait: 20,
+  concurrency: 1,
+  batchSize: 10,
+  backoffMax: 900,
+  logLevel: "info",
+} as const;
+
+/** The longest visibility timeout and delay SQS accepts, in seconds. */
+export const MAX_VISIBILITY = 43200;
+/**
+ * The longest duration accepted for the worker's own timers, in seconds. A JavaScript
+ * timer longer than 2^31-1 ms fires at once, so anything above this would be a bug.
+ */
+export const MAX_DURATION = 2_000_000;
+/** The largest message body SQS accepts from sqsrun, in bytes. */
+export const MAX_BODY_BYTES = 256 * 1024;
+
+/**
+ * The explicit settings of one layer (a configuration file or the command line).
+ * Every field is optional: absent means "not said here".
+ */
+export interface Settings {
+  keyId?: string;
+  secretKey?: string;
+  region?: string;
+  endpointUrl?: string;
+  profile?: string;
+  queue?: string;
+  attrs?: Record<string, string>;
+  exec?: string;
+  run?: string;
+  args?: string[];
+  env?: Record<string, string>;
+  shell?: boolean;
+  timeout?: number;
+  extendTimeout?: number;
+  killTimeout?: number;
+  killRetry?: number;
+  killGrace?: number;
+  interval?: number;
+  wait?: number;
+  shutdownTimeout?: number;
+  concurrency?: number;
+  batchSize?: number;
+  backoff?: Backoff;
+  maxReceives?: number;
+  daemon?: string;
+  log?: string;
+  logFormat?: LogFormat;
+  logLevel?: LogLevel;
+}
+
+/** How a setting's value is spelled and checked. */
+export type SettingKind =
+  | "text"
+  | "url"
+  | "integer"
+  | "seconds"
+  | "boolean"
+  | "pairs"
+  | "env"
+  | "list"
+  | "backoff"
+  | "choice";
+
+/** One setting: its long flag name (also its configuration file key) and its rules. */
+export interface SettingSpec {
+  /** Long flag name without dashes; the same word is the key in a configuration file. */
+  key: string;
+  /** One-letter flag, if any. */
+  short?: string;
+  /** The field of {@linkcode Settings} it fills. */
+  field: keyof Settings;
+  kind: SettingKind;
+  /** Smallest accepted number. */
+  min?: number;
+  /** True when `min` itself is not accepted. */
+  exclusiveMin?: boolean;
+  /** Largest accepted number. */
+  max?: number;
+  /** Accepted words of a `choice`. */
+  choices?: readonly string[];
+}
+
+/** Every setting that may appear on the command line and in a configuration file, in file order. */
+export const SETTINGS: readonly SettingSpec[] = [
+  { key: "key-id", short: "k", field: "keyId", kind: "text" },
+  { key: "secret-key", short: "s", field: "secretKey", kind: "text" },
+  { key: "region", field: "region", kind: "text" },
+  { key: "endpoint-url", field: "endpointUrl", kind: "url" },
+  { key: "profile", field: "profile", kind: "text" },
+  { key: "queue", short: "q", field: "queue", kind: "text" },
+  { key: "timeout", short: "t", field: "timeout", kind: "integer", min: 0, max: MAX_VISIBILITY },
+  {
+    key: "extend-timeout",
+    short: "e",
+    field: "extendTimeout",
+    kind: "seconds",
+    min: 0,
+    exclusiveMin: true,
+    max: MAX_VISIBILITY,
+  },
+  {
+    key: "kill-timeout",
+    short: "x",
+    field: "killTimeout",
+    kind: "seconds",
+    min: 0,
+    exclusiveMin: true,
+    max: MAX_DURATION,
+  },
+  {
+    key: "kill-retry",
+    short: "X",
+    field: "killRetry",
+    kind: "seconds",
+    min: 0,
+    exclusiveMin: true,
+    max: MAX_DURATION,
+  },
+  { key: "kill-grace", field: "killGrace", kind: "seconds", min: 0, max: MAX_DURATION },
+  { key: "shutdown-timeout", field: "shutdownTimeout", kind: "seconds", min: 0, max: MAX_DURATION },
+  { key: "interval", short: "i", field: "interval", kind: "seconds", min: 0, max: MAX_DURATION },
+  { key: "wait", field: "wait", kind: "integer", min: 0, max: 20 },
+  { key: "concurrency", short: "c", field: "concurrency", kind: "integer", min: 1, max: 1000 },
+  { key: "batch-size", field: "batchSize", kind: "integer", min: 1, max: 10 },
+  { key: "backoff", field: "backoff", kind: "backoff" },
+  {
+    key: "max-receives",
+    field: "maxReceives",
+    kind: "integer",
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+  },
+  { key: "exec", field: "exec", kind: "text" },
+  { key: "run", field: "run", kind: "text" },
+  { key: "shell", field: "shell", kind: "boolean" },
+  { key: "args", field: "args", kind: "list" },
+  { key: "env", field: "env", kind: "env" },
+  { key: "attr", field: "attrs", kind: "pairs" },
+  { key: "daemon", short: "d", field: "daemon", kind: "text" },
+  { key: "log", short: "o", field: "log", kind: "text" },
+  { key: "log-format", field: "logFormat", kind: "choice", choices: ["json", "text"] },
+  {
+    key: "log-level",
+    field: "logLevel",
+    kind: "choice",
+    choices: ["debug", "info", "warn", "error"],
+  },
+];
+
+const SPEC_BY_KEY: ReadonlyMap<string, SettingSpec> = new Map(SETTINGS.map((s) => [s.key, s]));
+
+/** Returns the spec of a setting by its long name, or undefined. */
+export function settingSpec(key: string): SettingSpec | undefined {
+  return SPEC_BY_KEY.get(key);
+}
+
+/** How a setting is named in messages: `-t/--timeout` or `--wait`. */
+export function flagLabel(key: string): string {
+  const short = SPEC_BY_KEY.get(key)?.short;
+  return short ? `-${short}/--${key}` : `--${key}`;
+}
+
+// ---------------------------------------------------------------------------
+// Values
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const INTEGER_TEXT = /^[0-9]+$/;
+const DECIMAL_TEXT = /^[0-9]+(\.[0-9]+)?$/;
+
+function describeRange(spec: SettingSpec, integer: boolean): string {
+  const what = integer ? "an integer" : "a number of seconds";
+  const low = spec.min === undefined ? "" : spec.exclusiveMin ? `greater than ${spec.min}` : "";
+  if (spec.min !== undefined && !spec.exclusiveMin && spec.max !== undefined) {
+    return spec.max === Number.MAX_SAFE_INTEGER
+      ? `${what} of at least ${spec.min}`
+      : `${what} from ${spec.min} to ${spec.max}`;
+  }
+  if (low && spec.max !== undefined) return `${what} ${low} and at most ${spec.max}`;
+  return low ? `${what} ${low}` : what;
+}
+
+function checkNumber(spec: SettingSpec, value: number, where: string): number {
+  const integer = spec.kind === "integer";
+  const ok = Number.isFinite(value) && (!integer || Number.isSafeInteger(value)) &&
+    (spec.min === undefined || (spec.exclusiveMin ? value > spec.min : value >= spec.min)) &&
+    (spec.max === undefined || value <= spec.max);
+  if (!ok) {
+    throw new UsageError(`${where} must be ${describeRange(spec, integer)}, got ${value}`);
+  }
+  return value;
+}
+
+function parseNumberText(spec: SettingSpec, text: string, where: string): number {
+  const integer = spec.kind === "integer";
+  if (!(integer ? INTEGER_TEXT : DECIMAL_TEXT).test(text.trim())) {
+    throw new UsageError(
+      `${where} must be ${describeRange(spec, integer)}, got '${text}'`,
+    );
+  }
+  return checkNumber(spec, Number(text.trim()), where);
+}
+
+/** Splits `Key=Value`; the key must not be empty. */
+export function splitPair(text: string, where: string, form = "Key=Value"): [string, string] {
+  const at = text.indexOf("=");
+  if (at <= 0) {
+    throw new UsageError(
+      `${where} must be ${form} with a non-empty ${form.split("=")[0]}, got '${text}'`,
+    );
+  }
+  return [text.slice(0, at), text.slice(at + 1)];
+}
+
+function checkEnvName(name: string, where: string): string {
+  if (!ENV_NAME.test(name)) {
+    throw new UsageError(
+      `${where}: '${name}' is not a valid environment variable name (letters, digits, _; not starting with a digit)`,
+    );
+  }
+  return name;
+}
+
+/** Parses `BASE[,MAX]` seconds of `--backoff`. */
+export function parseBackoff(text: string, where: string): Backoff {
+  const match = /^\s*([0-9]+)\s*(?:,\s*([0-9]+)\s*)?$/.exec(text);
+  if (!match) {
+    throw new UsageError(`${where} must be BASE[,MAX] in whole seconds, got '${text}'`);
+  }
+  return checkBackoff(
+    {
+      base: Number(match[1]),
+      max: match[2] === undefined ? DEFAULTS.backoffMax : Number(match[2]),
+    },
+    where,
+  );
+}
+
+function checkBackoff(backoff: Backoff, where: string): Backoff {
+  const { base, max } = backoff;
+  if (!Number.isSafeInteger(base) || base <= 0 || base > MAX_VISIBILITY) {
+    throw new UsageError(
+      `${where}: BASE must be whole seconds from 1 to ${MAX_VISIBILITY}, got ${base}`,
+    );
+  }
+  if (!Number.isSafeInteger(max) || max > MAX_VISIBILITY || max < base) {
+    throw new UsageError(
+      `${where}: MAX must be whole seconds from BASE (${base}) to ${MAX_VISIBILITY}, got ${max}`,
+    );
+  }
+  return backoff;
+}
+
+function checkText(text: string, where: string): string {
+  if (text === "") throw new UsageError(`${where} must not be empty`);
+  return text;
+}
+
+function checkUrl(text: string, where: string): string {
+  checkText(text, where);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`${where} must be an http:// or https:// URL, got '${text}'`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`${where} must be an http:// or https:// URL, got '${text}'`);
+  }
+  return text;
+}
+
+/**
+ * Applies one command-line value of a setting to a layer. Repeatable settings
+ * (`--attr`, `--env`) accumulate; the others replace.
+ */
+export function applyFlagValue(layer: Settings, spec: SettingSpec, text: string): void {
+  const where = flagLabel(spec.key);
+  const set = (value: unknown) => {
+    (layer as Record<string, unknown>)[spec.field] = value;
+  };
+  switch (spec.kind) {
+    case "text":
+      return set(checkText(text, where));
+    case "url":
+      return set(checkUrl(text, where));
+    case "integer":
+    case "seconds":
+      return set(parseNumberText(spec, text, where));
+    case "choice":
+      if (!spec.choices?.includes(text)) {
+        throw new UsageError(`${where} must be one of ${spec.choices?.join(", ")}, got '${text}'`);
+      }
+      return set(text);
+    case "backoff":
+      return set(parseBackoff(text, where));
+    case "pairs": {
+      const [key, value] = splitPair(text, where);
+      layer.attrs = { ...layer.attrs, [key]: value };
+      return;
+    }
+    case "env": {
+      const [key, value] = splitPair(text, where, "KEY=VALUE");
+      layer.env = { ...layer.env, [checkEnvName(key, where)]: value };
+      return;
+    }
+    case "boolean":
+      return set(true);
+    case "list":
+      layer.args = [...(layer.args ?? []), text];
+      return;
+  }
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return isPlainMapping(value) ? "a mapping" : "an object";
+  return `a ${typeof value}`;
+}
+
+function isPlainMapping(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function scalarText(value: unknown, where: string): string {
+  if (typeof value === "string") return value;
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  if (typeof value === "boolean") return String(value);
+  throw new UsageError(`${where} must be a string, number or boolean, got ${typeName(value)}`);
+}
+
+/** Applies one configuration-file value of a setting to a layer, checking its YAML type. */
+export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknown, where: string) {
+  const set = (v: unknown) => {
+    (layer as Record<string, unknown>)[spec.field] = v;
+  };
+  const wrongType = (expected: string) =>
+    new UsageError(`${where} must be ${expected}, got ${typeName(value)}`);
+  switch (spec.kind) {
+    case "text":
+    case "url":
+    case "choice":
+      if (typeof value !== "string") throw wrongType("a string");
+      if (spec.kind === "choice") {
+        if (!spec.choices?.includes(value)) {
+          throw new UsageError(
+            `${where} must be one of ${spec.choices?.join(", ")}, got '${value}'`,
+          );
+        }
+        return set(value);
+      }
+      return set(spec.kind === "url" ? checkUrl(value, where) : checkText(value, where));
+    case "integer":
+    case "seconds":
+      if (typeof value !== "number") throw wrongType("a number");
+      return set(checkNumber(spec, value, where));
+    case "boolean":
+      if (typeof value !== "boolean") throw wrongType("true or false");
+      return set(value);
+    case "backoff":
+      if (typeof value === "number") {
+        return set(checkBackoff({ base: value, max: DEFAULTS.backoffMax }, where));
+      }
+      if (typeof value !== "string") throw wrongType("BASE or 'BASE,MAX' (seconds)");
+      return set(parseBackoff(value, where));
+    case "list":
+      if (!Array.isArray(value)) throw wrongType("a list of strings");
+      return set(value.map((item, i) => {
+        if (typeof item !== "string") {
+          throw new UsageError(`${where}[${i}] must be a string (quote it), got ${typeName(item)}`);
+        }
+        return item;
+      }));
+    case "pairs":
+    case "env": {
+      if (!isPlainMapping(value)) throw wrongType("a mapping");
+      const out: Record<string, string> = {};
+      for (const [key, item] of Object.entries(value)) {
+        if (key === "") throw new UsageError(`${where} has an empty name`);
+        if (spec.kind === "env") checkEnvName(key, where);
+        out[key] = scalarText(item, `${where}.${key}`);
+      }
+      return set(out);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Layers
+
+/**
+ * Merges layers in order: a later value replaces an earlier one; `attr` and `env`
+ * merge by name; `exec` and `run` are one slot (the job), so a later layer's job
+ * replaces an earlier layer's job whichever of the two it uses.
+ */
+export function mergeSettings(...layers: Settings[]): Settings {
+  const merged: Settings = {};
+  for (const layer of layers) {
+    for (const [field, value] of Object.entries(layer) as [keyof Settings, unknown][]) {
+      if (value === undefined) continue;
+      if (field === "attrs" || field === "env") {
+        merged[field] = { ...merged[field], ...(value as Record<string, string>) };
+      } else if (field === "args") {
+        merged.args = [...(value as string[])];
+      } else {
+        (merged as Record<string, unknown>)[field] = value;
+      }
+    }
+    if (layer.exec !== undefined && layer.run === undefined) delete merged.run;
+    if (layer.run !== undefined && layer.exec === undefined) delete merged.exec;
+  }
+  return merged;
+}
+
+/** The parts of an invocation that are not settings: what to do and its per-call inputs. */
+export interface Invocation {
+  command: Command;
+  settings: Settings;
+  files?: string[];
+  push?: string;
+  groupId?: string;
+  dedupId?: string;
+  messageAttrs?: PushAttribute[];
+  counts?: boolean;
+  json?: boolean;
+  configure?: string;
+}
+
+/** Commands that run the worker, or write its configuration: the job timings matter to them. */
+const JOB_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
+
+/** The default extend timeout for a visibility timeout: three quarters of it. */
+export function defaultExtendTimeout(timeout: number): number {
+  return timeout * 3 / 4;
+}
+
+/** The default kill timeout for a visibility timeout: five times it. */
+export function defaultKillTimeout(timeout: number): number {
+  return timeout * 5;
+}
+
+/**
+ * Applies defaults and derived values to the merged settings and checks the rules
+ * that involve more than one value. Throws a {@linkcode UsageError} naming the flags.
+ */
+export function resolveOptions(invocation: Invocation): Options {
+  const s = invocation.settings;
+  const command = invocation.command;
+  const timeout = s.timeout ?? DEFAULTS.timeout;
+  const extendTimeout = s.extendTimeout ?? defaultExtendTimeout(timeout);
+  const killTimeout = s.killTimeout ?? defaultKillTimeout(timeout);
+
+  if ((s.keyId === undefined) !== (s.secretKey === undefined)) {
+    throw new UsageError("-k/--key-id and -s/--secret-key must be given together");
+  }
+  if (JOB_COMMANDS.has(command) || s.extendTimeout !== undefined) {
+    if (!(extendTimeout > 0 && extendTimeout < timeout)) {
+      const value = s.extendTimeout === undefined
+        ? `timeout*3/4 = ${extendTimeout}`
+        : String(extendTimeout);
+      throw new UsageError(
+        `-e/--extend-timeout (${value}) must be greater than 0 and less than ` +
+          `-t/--timeout (${timeout}), or the message becomes visible again before it is extended`,
+      );
+    }
+  }
+  if (JOB_COMMANDS.has(command) && !(killTimeout > 0)) {
+    throw new UsageError(`-x/--kill-timeout (timeout*5 = ${killTimeout}) must be greater than 0`);
+  }
+  if ((command === "exec" || command === "run") && !s.queue) {
+    throw new UsageError(`--${command} needs -q/--queue`);
+  }
+
+  const attrs = { ...s.attrs };
+  // A timeout stated for --create becomes the queue's own visibility timeout, unless
+  // --attr VisibilityTimeout says otherwise, so a worker and its queue agree.
+  if (command === "create" && s.timeout !== undefined && attrs.VisibilityTimeout === undefined) {
+    attrs.VisibilityTimeout = String(s.timeout);
+  }
+
+  return {
+    command,
+    keyId: s.keyId,
+    secretKey: s.secretKey,
+    region: s.region,
+    endpointUrl: s.endpointUrl,
+    profile: s.profile,
+    queue: s.queue,
+    attrs,
+    push: invocation.push,
+    groupId: invocation.groupId,
+    dedupId: invocation.dedupId,
+    messageAttrs: invocation.messageAttrs ?? [],
+    counts: invocation.counts ?? false,
+    json: invocation.json ?? false,
+    configure: invocation.configure,
+    exec: s.exec,
+    run: s.run,
+    args: s.args ?? [],
+    env: { ...s.env },
+    shell: s.shell ?? false,
+    timeout,
+    extendTimeout,
+    killTimeout,
+    killRetry: s.killRetry ?? DEFAULTS.killRetry,
+    killGrace: s.killGrace ?? DEFAULTS.killGrace,
+    interval: s.interval ?? DEFAULTS.interval,
+    wait: s.wait ?? DEFAULTS.wait,
+    shutdownTimeout: s.shutdownTimeout ?? killTimeout,
+    concurrency: s.concurrency ?? DEFAULTS.concurrency,
+    batchSize: s.batchSize ?? DEFAULTS.batchSize,
+    backoff: s.backoff,
+    maxReceives: s.maxReceives,
+    daemon: s.daemon,
+    log: s.log,
+    logFormat: s.logFormat,
+    logLevel: s.logLevel ?? DEFAULTS.logLevel,
+    files: [...(invocation.files ?? [])],
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/** Parses the text of a configuration file into a layer; `path` names it in errors. */
+export function parseConfigText(text: string, path: string): Settings {
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (error) {
+    const first = error instanceof Error ? error.message.split("\n")[0].trim() : String(error);
+    throw new UsageError(`configuration file '${path}': invalid YAML: ${first}`);
+  }
+  if (data === null || data === undefined) return {};
+  if (!isPlainMapping(data)) {
+    throw new UsageError(
+      `configuration file '${path}' must be a YAML mapping of option names to values, got ${
+        typeName(data)
+      }`,
+    );
+  }
+  const layer: Settings = {};
+  for (const [key, value] of Object.entries(data)) {
+    const spec = SPEC_BY_KEY.get(key);
+    if (!spec) {
+      // Only a short, escaped excerpt: a wrong file (say a credentials file) must not be
+      // echoed into a terminal or a log.
+      const shown = JSON.stringify(key.length > 32 ? `${key.slice(0, 32)}...` : key).slice(1, -1);
+      throw new UsageError(
+        `configuration file '${path}': unknown key '${shown}' (keys are long option names, e.g. queue, timeout, exec)`,
+      );
+    }
+    if (value === null || value === undefined) {
+      throw new UsageError(`configuration file '${path}': key '${key}' has no value`);
+    }
+    applyFileValue(layer, spec, value, `configuration file '${path}': key '${key}'`);
+  }
+  if (layer.exec !== undefined && layer.run !== undefined) {
+    throw new UsageError(`configuration file '${path}': give either 'exec' or 'run', not both`);
+  }
+  return layer;
+}
+
+/** Where a configuration file loader reports problems that are not errors. */
+export interface LoadConfigOptions {
+  /** Receives a one-line warning (without the `sqsrun: ` prefix). */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Reads and parses a configuration file. An unreadable file is a usage error; a
+ * file that others can read and that holds a secret key gets a warning.
+ */
+export async function loadConfigFile(
+  path: string,
+  options: LoadConfigOptions = {},
+): Promise<Settings> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new UsageError(`cannot read configuration file '${path}': ${describeFsError(error)}`);
+  }
+  const layer = parseConfigText(text, path);
+  if (layer.secretKey !== undefined) {
+    try {
+      const mode = (await Deno.stat(path)).mode;
+      if (mode !== null && (mode & 0o004) !== 0) {
+        options.warn?.(
+          `warning: configuration file '${path}' contains secret-key and is readable by everyone; run: chmod 600 '${path}'`,
+        );
+      }
+    } catch {
+      // It was just read; a stat failure here is not worth failing the run for.
+    }
+  }
+  return layer;
+}
+
+/** A one-line reason for a file system error (Deno's messages append the path and call). */
+export function describeFsError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "is a directory";
+  if (error instanceof Deno.errors.NotCapable) return "not allowed by the runtime permissions";
+  if (error instanceof Error) {
+    if (/stream did not contain valid UTF-8/i.test(error.message)) return "not UTF-8 text";
+    if (/Is a directory/i.test(error.message)) return "is a directory";
+    return error.message.split("\n")[0].replace(/:? ?\((os error \d+)\).*$/, "").trim();
+  }
+  return String(error);
+}
+
+/** Turns a layer into the mapping written by `--configure`, keys in {@linkcode SETTINGS} order. */
+export function settingsToConfig(settings: Settings): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const spec of SETTINGS) {
+    const value = settings[spec.field];
+    if (value === undefined) continue;
+    if (spec.kind === "backoff") {
+      const backoff = value as Backoff;
+      out[spec.key] = `${backoff.base},${backoff.max}`;
+    } else if (spec.kind === "pairs" || spec.kind === "env") {
+      if (Object.keys(value as Record<string, string>).length === 0) continue;
+      out[spec.key] = { ...(value as Record<string, string>) };
+    } else {
+      out[spec.key] = value;
+    }
+  }
+  return out;
+}
+
+/** Renders a layer as the YAML text of a configuration file. */
+export function renderConfig(settings: Settings): string {
+  const header =
+    "# sqsrun configuration, written by `sqsrun --configure`; use it with `sqsrun -f`.\n" +
+    "# Keys are the long option names. Values not listed here take their defaults.\n";
+  const body = settingsToConfig(settings);
+  return header + (Object.keys(body).length === 0 ? "{}\n" : stringifyYaml(body));
+}
+
+/**
+ * Writes a configuration file with mode 0600: to a temporary file beside it, then
+ * renamed over it, so a reader never sees half a file and the secret is never
+ * readable by others, not even for a moment.
+ */
+export async function saveConfigFile(path: string, settings: Settings): Promise<void> {
+  const text = renderConfig(settings);
+  const slash = path.lastIndexOf("/");
+  const dir = slash >= 0 ? path.slice(0, slash + 1) : "";
+  const base = slash >= 0 ? path.slice(slash + 1) : path;
+  const temp = `${dir}.${base}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await Deno.writeTextFile(temp, text, { createNew: true, mode: 0o600 });
+    await Deno.chmod(temp, 0o600);
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
 }

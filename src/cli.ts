@@ -1,0 +1,422 @@
+/**
+ * Command-line flags to {@linkcode Options}: tokenizing with `node:util` parseArgs,
+ * one pass of validation with one-line errors, the choice of the command, and the
+ * help text.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  applyFlagValue,
+  type Command,
+  DEFAULTS,
+  flagLabel,
+  loadConfigFile,
+  MAX_BODY_BYTES,
+  MAX_DURATION,
+  mergeSettings,
+  type Options,
+  type PushAttribute,
+  resolveOptions,
+  SETTINGS,
+  type Settings,
+  settingSpec,
+  splitPair,
+} from "./config.ts";
+import { UsageError } from "./errors.ts";
+import { isQueueUrl } from "./aws.ts";
+
+/** Flags that are not settings: commands, per-call admin inputs, files, help. */
+const OTHER_FLAGS = {
+  list: { type: "boolean" },
+  create: { type: "boolean" },
+  delete: { type: "boolean" },
+  push: { type: "string" },
+  configure: { type: "string" },
+  json: { type: "boolean" },
+  counts: { type: "boolean" },
+  "group-id": { type: "string" },
+  "dedup-id": { type: "string" },
+  "message-attr": { type: "string", multiple: true },
+  file: { type: "string", short: "f", multiple: true },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+type FlagConfig = { type: "string" | "boolean"; short?: string; multiple?: boolean };
+
+/** The parseArgs option table: every setting (except `args`, which is ARGV) plus the others. */
+function flagTable(): Record<string, FlagConfig> {
+  const table: Record<string, FlagConfig> = {};
+  for (const spec of SETTINGS) {
+    if (spec.kind === "list") continue;
+    table[spec.key] = {
+      type: spec.kind === "boolean" ? "boolean" : "string",
+      ...(spec.short ? { short: spec.short } : {}),
+      ...(spec.kind === "pairs" || spec.kind === "env" ? { multiple: true } : {}),
+    };
+  }
+  return { ...table, ...OTHER_FLAGS };
+}
+
+const FLAGS = flagTable();
+
+/** Commands in the order they are named in messages. */
+const COMMAND_FLAGS: readonly Command[] = [
+  "list",
+  "create",
+  "delete",
+  "attr",
+  "push",
+  "configure",
+  "exec",
+  "run",
+];
+const ADMIN_COMMANDS: ReadonlySet<Command> = new Set(["list", "create", "delete", "attr", "push"]);
+const QUEUE_COMMANDS: ReadonlySet<Command> = new Set(["create", "delete", "attr", "push"]);
+const ARGV_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
+
+/** What the command line said, before files are read. */
+export interface ParsedFlags {
+  /** Explicit settings given as flags (and ARGV after `--`). */
+  settings: Settings;
+  /** Commands named by flags, in {@linkcode COMMAND_FLAGS} order. */
+  commands: Command[];
+  files: string[];
+  push?: string;
+  configure?: string;
+  groupId?: string;
+  dedupId?: string;
+  messageAttrs: PushAttribute[];
+  counts: boolean;
+  json: boolean;
+  /** How many words followed `--`. */
+  argvCount: number;
+  help: boolean;
+  version: boolean;
+}
+
+function label(name: string): string {
+  return settingSpec(name)
+    ? flagLabel(name)
+    : FLAGS[name]?.short
+    ? `-${FLAGS[name].short}/--${name}`
+    : `--${name}`;
+}
+
+const MESSAGE_ATTR_NAME = /^[A-Za-z0-9_.-]{1,256}$/;
+
+function parseMessageAttr(text: string): PushAttribute {
+  const [name, value] = splitPair(text, "--message-attr", "Name=Value");
+  if (!MESSAGE_ATTR_NAME.test(name) || /^(aws|amazon)\./i.test(name) || name.startsWith(".")) {
+    throw new UsageError(
+      `--message-attr: '${name}' is not a valid attribute name (letters, digits, _ - . up to 256; not starting with AWS. or Amazon.)`,
+    );
+  }
+  if (value === "") throw new UsageError(`--message-attr ${name}: the value must not be empty`);
+  return { name, value };
+}
+
+function checkId(text: string, where: string): string {
+  if (!/^[\x21-\x7e]{1,128}$/.test(text)) {
+    throw new UsageError(`${where} must be 1 to 128 printable ASCII characters without spaces`);
+  }
+  return text;
+}
+
+/**
+ * Tokenizes and checks the flags themselves (values, unknown and misspelled flags),
+ * without reading any file. Throws a {@linkcode UsageError} on the first problem.
+ */
+export function parseFlags(argv: string[]): ParsedFlags {
+  // Non-strict parsing lets a value start with a dash (`-i -1`, `--push -`), as
+  // getopt does; unknown flags and missing values are reported here instead.
+  const { tokens } = parseArgs({
+    args: argv,
+    options: FLAGS,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const parsed: ParsedFlags = {
+    settings: {},
+    commands: [],
+    files: [],
+    messageAttrs: [],
+    counts: false,
+    json: false,
+    argvCount: 0,
+    help: false,
+    version: false,
+  };
+  // Help and version win over anything else on the line, mistakes included.
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    if (token.name === "help") parsed.help = true;
+    if (token.name === "version") parsed.version = true;
+  }
+  if (parsed.help || parsed.version) return parsed;
+
+  let afterTerminator = false;
+  const named = new Set<Command>();
+  for (const token of tokens) {
+    if (token.kind === "option-terminator") {
+      afterTerminator = true;
+      parsed.settings.args = [];
+      continue;
+    }
+    if (token.kind === "positional") {
+      if (!afterTerminator) {
+        throw new UsageError(
+          `unexpected argument '${token.value}': arguments for the command go after --`,
+        );
+      }
+      parsed.settings.args = [...(parsed.settings.args ?? []), token.value];
+      parsed.argvCount++;
+      continue;
+    }
+    const config = FLAGS[token.name];
+    if (!config) {
+      throw new UsageError(`unknown option '${token.rawName}' (see sqsrun --help)`);
+    }
+    const where = label(token.name);
+    let value: string | undefined;
+    if (config.type === "boolean") {
+      if (token.value !== undefined) throw new UsageError(`${where} takes no value`);
+    } else {
+      value = token.value;
+      if (value === undefined || (value === "--" && !token.inlineValue)) {
+        throw new UsageError(`${where} needs a value`);
+      }
+    }
+    const spec = settingSpec(token.name);
+    if (spec) {
+      applyFlagValue(parsed.settings, spec, value ?? "");
+      if (token.name === "exec" || token.name === "run" || token.name === "attr") {
+        named.add(token.name);
+      }
+      continue;
+    }
+    switch (token.name) {
+      case "list":
+      case "create":
+      case "delete":
+        named.add(token.name);
+        break;
+      case "push":
+        if (value === "") throw new UsageError("--push needs a non-empty message (or - for stdin)");
+        if (new TextEncoder().encode(value).length > MAX_BODY_BYTES) {
+          throw new UsageError(`--push: the message is larger than ${MAX_BODY_BYTES} bytes`);
+        }
+        parsed.push = value;
+        named.add("push");
+        break;
+      case "configure":
+        if (value === "") throw new UsageError("--configure needs a file path");
+        parsed.configure = value;
+        named.add("configure");
+        break;
+      case "json":
+        parsed.json = true;
+        break;
+      case "counts":
+        parsed.counts = true;
+        break;
+      case "group-id":
+        parsed.groupId = checkId(value!, "--group-id");
+        break;
+      case "dedup-id":
+        parsed.dedupId = checkId(value!, "--dedup-id");
+        break;
+      case "message-attr":
+        parsed.messageAttrs.push(parseMessageAttr(value!));
+        break;
+      case "file":
+        if (value === "") throw new UsageError("-f/--file needs a file path");
+        parsed.files.push(value!);
+        break;
+    }
+  }
+  parsed.commands = COMMAND_FLAGS.filter((command) => named.has(command));
+  return parsed;
+}
+
+/**
+ * Chooses the one command. `--configure` takes `--exec`/`--run`/`--attr` as data to
+ * write, `--create` takes `--attr` as attributes of the new queue, and without a
+ * command flag a job (`exec`/`run`) from the files is the command.
+ */
+export function chooseCommand(flags: ParsedFlags, merged: Settings): Command {
+  let commands = [...flags.commands];
+  if (commands.includes("exec") && commands.includes("run")) {
+    throw new UsageError("give either --exec or --run, not both");
+  }
+  if (commands.includes("configure")) {
+    commands = commands.filter((c) => c !== "exec" && c !== "run" && c !== "attr");
+  }
+  if (commands.includes("create")) commands = commands.filter((c) => c !== "attr");
+  if (commands.length > 1) {
+    throw new UsageError(
+      `conflicting commands ${commands.map((c) => `--${c}`).join(" and ")}: give exactly one`,
+    );
+  }
+  if (commands.length === 1) return commands[0];
+  if (merged.exec !== undefined) return "exec";
+  if (merged.run !== undefined) return "run";
+  throw new UsageError(
+    "no command: give one of --list, --create, --delete, --attr, --push, --configure, --exec, --run (see sqsrun --help)",
+  );
+}
+
+function checkApplicable(flags: ParsedFlags, command: Command, merged: Settings): void {
+  if (flags.argvCount > 0 && !ARGV_COMMANDS.has(command)) {
+    throw new UsageError(
+      `arguments after -- are only for --exec, --run or --configure, not --${command}`,
+    );
+  }
+  if (flags.counts && command !== "list") {
+    throw new UsageError(`--counts only applies to --list, not --${command}`);
+  }
+  for (
+    const [given, name] of [
+      [flags.groupId, "--group-id"],
+      [flags.dedupId, "--dedup-id"],
+      [flags.messageAttrs.length > 0 ? "yes" : undefined, "--message-attr"],
+    ] as const
+  ) {
+    if (given !== undefined && command !== "push") {
+      throw new UsageError(`${name} only applies to --push, not --${command}`);
+    }
+  }
+  if (flags.json && !ADMIN_COMMANDS.has(command)) {
+    throw new UsageError(
+      `--json only applies to --list, --create, --delete, --attr and --push, not --${command}`,
+    );
+  }
+  if (QUEUE_COMMANDS.has(command) && !merged.queue) {
+    throw new UsageError(`--${command} needs -q/--queue`);
+  }
+  if (command === "create" && merged.queue && isQueueUrl(merged.queue)) {
+    throw new UsageError("--create needs a queue name for -q/--queue, not a URL");
+  }
+  if (command === "attr" && Object.keys(merged.attrs ?? {}).length === 0) {
+    throw new UsageError("--attr needs Key=Value");
+  }
+}
+
+/** The outcome of parsing a command line. */
+export type CliResult =
+  | { kind: "help" }
+  | { kind: "version" }
+  | {
+    kind: "options";
+    options: Options;
+    /** The merged explicit settings: what `--configure` writes. */
+    settings: Settings;
+  };
+
+/** Hooks for {@linkcode parseCli}; the defaults read real files and print to stderr. */
+export interface ParseCliOptions {
+  /** Reads one configuration file into a layer. */
+  loadFile?: (path: string) => Promise<Settings>;
+  /** Receives one-line warnings (without the `sqsrun: ` prefix). */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Parses a command line into Options: flags, then each `-f` file in order, then the
+ * flags again on top, defaults and derived values last.
+ */
+export async function parseCli(argv: string[], hooks: ParseCliOptions = {}): Promise<CliResult> {
+  const flags = parseFlags(argv);
+  if (flags.help) return { kind: "help" };
+  if (flags.version) return { kind: "version" };
+  const load = hooks.loadFile ?? ((path: string) => loadConfigFile(path, { warn: hooks.warn }));
+  const layers: Settings[] = [];
+  for (const path of flags.files) layers.push(await load(path));
+  const settings = mergeSettings(...layers, flags.settings);
+  const command = chooseCommand(flags, settings);
+  checkApplicable(flags, command, settings);
+  const options = resolveOptions({
+    command,
+    settings,
+    files: flags.files,
+    push: flags.push,
+    groupId: flags.groupId,
+    dedupId: flags.dedupId,
+    messageAttrs: flags.messageAttrs,
+    counts: flags.counts,
+    json: flags.json,
+    configure: flags.configure,
+  });
+  return { kind: "options", options, settings };
+}
+
+/** The text of `sqsrun --help`. */
+export function helpText(): string {
+  const d = DEFAULTS;
+  return `Usage: sqsrun [options] [-- ARGV...]
+
+A job runner for Amazon SQS: receives messages and runs a command (--exec) or a
+module (--run) for each one; the message is deleted only when the job succeeded.
+
+Commands (exactly one; a job in a -f file counts as --exec/--run):
+      --list                      List queues (-q NAME: only names starting with NAME)
+      --create                    Create queue -q (a name ending in .fifo makes a FIFO queue)
+      --delete                    Delete queue -q (its messages are lost)
+      --attr Key=Value            Set a queue attribute of -q (repeatable; with --create:
+                                  attributes of the new queue)
+      --push MESSAGE              Send MESSAGE to -q ('-' reads the body from stdin)
+      --configure PATH.yaml       Write the other options to a configuration file (mode 0600)
+      --exec COMMAND              Run COMMAND for each message, body on its stdin
+      --run SCRIPT                Call the 'run' function of module SCRIPT for each message
+
+AWS access:
+  -k, --key-id ID                 AWS access key id (default: the AWS credential chain)
+  -s, --secret-key KEY            AWS secret access key (never printed)
+      --profile NAME              Profile of ~/.aws/config and ~/.aws/credentials
+      --region REGION             AWS region (default: AWS_REGION, the queue URL, the profile)
+      --endpoint-url URL          SQS endpoint (default: AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL)
+  -q, --queue NAME|URL            SQS queue name or queue URL
+
+Job:
+  -t, --timeout SEC               Visibility timeout, whole seconds 0..43200 (default: ${d.timeout})
+  -e, --extend-timeout SEC        Extend the visibility after SEC, 0 < SEC < timeout
+                                  (default: timeout*3/4)
+  -x, --kill-timeout SEC          Send SIGTERM to a job running longer than SEC
+                                  (default: timeout*5)
+  -X, --kill-retry SEC            Repeat the kill signal every SEC (default: ${d.killRetry})
+      --kill-grace SEC            After a kill signal, wait SEC, then SIGKILL (default: ${d.killGrace})
+  -i, --interval SEC              Polling interval when the queue was empty (default: ${d.interval})
+      --wait SEC                  Long-poll wait, whole seconds 0..20 (default: ${d.wait})
+  -c, --concurrency N             Jobs run at once, 1..1000 (default: ${d.concurrency})
+      --batch-size N              Messages per receive, 1..10 (default: ${d.batchSize})
+      --shell                     Run --exec COMMAND through 'sh -c' (default: off)
+      --env KEY=VALUE             Set an environment variable of the job (repeatable)
+      --backoff BASE[,MAX]        Delay a failed message BASE*2^(receives-1) seconds, at most
+                                  MAX (default: off, retry at once; MAX default: ${d.backoffMax})
+      --max-receives N            Delete a message after N failed receives (default: never)
+      --shutdown-timeout SEC      On SIGTERM/SIGINT, wait SEC for running jobs
+                                  (default: the kill timeout)
+  -d, --daemon PIDFILE            Run in the background, pid in PIDFILE (default: foreground)
+  -o, --log PATH                  Append log lines to PATH (default: stdout)
+      --log-format json|text      Log format (default: text on a terminal, json otherwise)
+      --log-level LEVEL           debug, info, warn or error (default: ${d.logLevel})
+
+Admin output:
+      --json                      Print the result as JSON
+      --counts                    With --list: approximate visible, in-flight, delayed counts
+      --group-id ID               With --push: message group id (FIFO queues)
+      --dedup-id ID               With --push: deduplication id (FIFO queues)
+      --message-attr Name=Value   With --push: a String message attribute (repeatable)
+
+Other:
+  -f, --file PATH.yaml            Read a configuration file (repeatable; later files, then
+                                  flags, win)
+  -h, --help                      Show this help
+  -V, --version                   Show the version
+
+Durations other than -t, --wait and --backoff accept decimals (e.g. -i 0.5), up to
+${MAX_DURATION} seconds. Exit codes: 0 success, 1 runtime error, 2 usage error.
+`;
+}
