@@ -1,11 +1,319 @@
 /**
- * The worker loop: receive, schedule, supervise, settle. (Being written.)
+ * The worker: receive ──> schedule ──> supervise one job ──> settle, until a
+ * signal asks it to drain. It exits only on a signal or a start-up configuration
+ * error, never because of one job, one message or a passing AWS error.
  *
  * @module
  */
+import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { Options } from "../config.ts";
+import { createLogger, type Logger } from "../log.ts";
+import { RuntimeError, UsageError } from "../errors.ts";
+import {
+  createSqsClient,
+  describeAwsError,
+  errorCode,
+  isQueueMissing,
+  resolveQueueUrl,
+} from "../aws.ts";
+import { backoffDelay, sleep } from "./backoff.ts";
+import type { ExecSpec } from "./exec_runner.ts";
+import { startExecJob } from "./exec_runner.ts";
+import { type KillPolicy, SupervisedJob } from "./job.ts";
+import type { JobMessage } from "./message.ts";
+import { Receiver } from "./receiver.ts";
+import { Scheduler } from "./scheduler.ts";
+import { Settler } from "./settle.ts";
+import { SqsBatcher } from "./sqs_batcher.ts";
+import { VisibilityKeeper } from "./visibility.ts";
+
+/** Errors at start-up that no retry will fix. */
+const FATAL_START_CODES = new Set([
+  "InvalidClientTokenId",
+  "SignatureDoesNotMatch",
+  "UnrecognizedClientException",
+  "AccessDenied",
+  "AccessDeniedException",
+  "CredentialsProviderError",
+  "InvalidAddress",
+]);
 
 /** Runs the worker until a signal ends it; resolves to the process exit code. */
-export function runWorker(_options: Options): Promise<number> {
-  return Promise.resolve(0);
+export async function runWorker(options: Options): Promise<number> {
+  if (options.command === "run") {
+    throw new UsageError("--run modules are not available in this version yet; use --exec");
+  }
+  if (options.daemon !== undefined) {
+    throw new UsageError("-d/--daemon is not available in this version yet");
+  }
+  if (!options.exec || !options.queue) throw new UsageError("--exec needs -q/--queue");
+  const spec: ExecSpec = {
+    command: options.exec,
+    args: options.args,
+    shell: options.shell,
+    env: options.env,
+  };
+  if (!spec.shell) await assertExecutable(spec.command);
+
+  const log = createLogger({
+    format: options.logFormat,
+    level: options.logLevel,
+    path: options.log,
+  });
+  try {
+    const client = createSqsClient({ ...options, wait: options.wait });
+    // Deletes and extensions must not wait behind a long poll's generous timeout.
+    const settleClient = createSqsClient({ ...options, wait: 0 });
+    const queueUrl = await resolveWorkerQueue(client, options.queue, log);
+    return await new Worker({ options, spec, log, client, settleClient, queueUrl }).run();
+  } finally {
+    log.close();
+  }
+}
+
+/** Resolves the queue, retrying while the endpoint is unreachable; a missing queue is fatal. */
+async function resolveWorkerQueue(client: SQSClient, queue: string, log: Logger): Promise<string> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await resolveQueueUrl(client, queue);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (/does not exist|credentials|region/i.test(message)) throw error;
+      const delay = backoffDelay(attempt, { floorMs: 1_000, capMs: 30_000 });
+      log.warn("cannot resolve the queue yet; retrying", { error: message, retry_in_ms: delay });
+      await sleep(delay);
+    }
+  }
+}
+
+/** Fails at start-up when `command` is neither an executable path nor found on PATH. */
+export async function assertExecutable(command: string): Promise<void> {
+  const candidates = command.includes("/")
+    ? [command]
+    : (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((dir) => `${dir}/${command}`);
+  for (const candidate of candidates) {
+    try {
+      const info = await Deno.stat(candidate);
+      if (info.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return;
+      if (command.includes("/")) {
+        throw new UsageError(`--exec: '${command}' is not an executable file`);
+      }
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+    }
+  }
+  throw new UsageError(
+    `--exec: program '${command}' not found (give a path, or --shell for a command line)`,
+  );
+}
+
+interface WorkerParts {
+  options: Options;
+  spec: ExecSpec;
+  log: Logger;
+  client: SQSClient;
+  settleClient: SQSClient;
+  queueUrl: string;
+}
+
+class Worker {
+  #parts: WorkerParts;
+  #log: Logger;
+  #keeper: VisibilityKeeper;
+  #batcher: SqsBatcher;
+  #settler: Settler;
+  #scheduler: Scheduler;
+  #receiver: Receiver;
+  #running = new Set<SupervisedJob>();
+  #stopping = false;
+  #forced = false;
+  #receiveAbort = new AbortController();
+  #shutdownTimer: ReturnType<typeof setTimeout> | undefined;
+  #redriveLimit: number | undefined;
+  #killPolicy: KillPolicy;
+
+  constructor(parts: WorkerParts) {
+    this.#parts = parts;
+    const { options, queueUrl } = parts;
+    this.#log = parts.log.with({ queue: queueUrl });
+    this.#batcher = new SqsBatcher({ client: parts.settleClient, queueUrl });
+    this.#keeper = new VisibilityKeeper({
+      changer: this.#batcher,
+      timeoutSeconds: options.timeout,
+      extendAfterSeconds: options.extendTimeout,
+      log: this.#log,
+    });
+    this.#settler = new Settler({
+      calls: this.#batcher,
+      untrack: (message) => this.#keeper.untrack(message),
+      log: this.#log,
+      backoff: options.backoff,
+    });
+    this.#scheduler = new Scheduler({
+      concurrency: options.concurrency,
+      run: (message) => this.#runMessage(message),
+      abandon: (message) => this.#settler.giveBack(message),
+    });
+    this.#receiver = new Receiver({
+      client: parts.client,
+      queueUrl,
+      waitSeconds: options.wait,
+      visibilityTimeout: options.timeout,
+      batchSize: options.batchSize,
+      intervalSeconds: options.interval,
+      log: this.#log,
+    });
+    this.#killPolicy = {
+      killAfterMs: options.killTimeout * 1000,
+      retryMs: options.killRetry * 1000,
+      graceMs: options.killGrace * 1000,
+    };
+  }
+
+  async run(): Promise<number> {
+    const { options } = this.#parts;
+    await this.#readQueueAttributes();
+    const removeSignals = this.#listenForSignals();
+    this.#log.info("worker started", {
+      exec: options.exec,
+      concurrency: options.concurrency,
+      visibility_timeout: options.timeout,
+      extend_after: options.extendTimeout,
+      kill_timeout: options.killTimeout,
+      wait: options.wait,
+    });
+    try {
+      await this.#receiveLoop();
+      await this.#drain();
+    } finally {
+      removeSignals();
+      if (this.#shutdownTimer !== undefined) clearTimeout(this.#shutdownTimer);
+      this.#keeper.stop();
+    }
+    this.#log.info("worker stopped");
+    return 0;
+  }
+
+  async #readQueueAttributes(): Promise<void> {
+    const { options, client, queueUrl } = this.#parts;
+    try {
+      const result = await client.send(
+        new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["RedrivePolicy"] }),
+      );
+      const policy = result.Attributes?.RedrivePolicy;
+      if (policy) {
+        const limit = Number(JSON.parse(policy).maxReceiveCount);
+        if (Number.isFinite(limit)) this.#redriveLimit = limit;
+      }
+    } catch (error) {
+      if (isQueueMissing(error)) throw new RuntimeError(`queue ${queueUrl} does not exist`);
+      if (FATAL_START_CODES.has(errorCode(error) ?? "")) {
+        throw new RuntimeError(describeAwsError(error, "queue attributes"));
+      }
+      this.#log.warn("could not read the queue's redrive policy", {
+        error: describeAwsError(error),
+      });
+    }
+    if (options.maxReceives !== undefined && this.#redriveLimit !== undefined) {
+      this.#log.info(
+        "the queue's redrive policy moves failing messages; --max-receives is unused",
+        {
+          max_receive_count: this.#redriveLimit,
+        },
+      );
+    }
+  }
+
+  #listenForSignals(): () => void {
+    const listeners: [Deno.Signal, () => void][] = [["SIGINT", () => this.#onStopSignal("SIGINT")]];
+    if (Deno.build.os !== "windows") {
+      listeners.push(["SIGTERM", () => this.#onStopSignal("SIGTERM")]);
+      listeners.push(["SIGHUP", () => this.#parts.log.reopen()]);
+    }
+    for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+    return () => {
+      for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+    };
+  }
+
+  #onStopSignal(signal: string): void {
+    if (this.#stopping) {
+      if (this.#forced) return;
+      this.#forced = true;
+      this.#log.warn("second signal: killing running jobs now", { signal });
+      for (const job of this.#running) job.kill("second signal");
+      return;
+    }
+    this.#stopping = true;
+    const timeout = this.#parts.options.shutdownTimeout;
+    this.#log.info("draining: no new messages; waiting for running jobs", {
+      signal,
+      running: this.#running.size,
+      shutdown_timeout: timeout,
+    });
+    this.#receiveAbort.abort();
+    this.#shutdownTimer = setTimeout(() => {
+      for (const job of this.#running) job.terminate("shutdown timeout");
+    }, timeout * 1000);
+  }
+
+  async #receiveLoop(): Promise<void> {
+    const signal = this.#receiveAbort.signal;
+    while (!this.#stopping) {
+      await this.#scheduler.slotFree(signal);
+      if (this.#stopping) break;
+      const messages = await this.#receiver.receive(this.#scheduler.freeSlots, signal);
+      for (const message of messages) {
+        this.#keeper.track(message);
+        if (this.#stopping) {
+          // Received while the drain began: it never started, so it goes straight back.
+          void this.#settler.giveBack(message);
+          continue;
+        }
+        this.#scheduler.accept(message);
+      }
+    }
+  }
+
+  async #drain(): Promise<void> {
+    const waiting = this.#scheduler.takeWaiting();
+    await Promise.all(waiting.map((message) => this.#settler.giveBack(message)));
+    this.#scheduler.released(waiting.length);
+    await this.#scheduler.idle();
+    await this.#batcher.flush();
+  }
+
+  async #runMessage(message: JobMessage): Promise<boolean> {
+    const { options, spec } = this.#parts;
+    const log = this.#log.with({ message_id: message.id });
+    if (
+      options.maxReceives !== undefined && this.#redriveLimit === undefined &&
+      message.receiveCount > options.maxReceives
+    ) {
+      await this.#settler.park(message, options.maxReceives);
+      return false;
+    }
+    log.info("job started", { receive_count: message.receiveCount });
+    const job = new SupervisedJob(startExecJob(message, spec, log), this.#killPolicy, log);
+    this.#running.add(job);
+    if (this.#forced) job.kill("second signal");
+    const outcome = await job.outcome;
+    this.#running.delete(job);
+    const fields = {
+      receive_count: message.receiveCount,
+      exit_code: outcome.result.code,
+      signal: outcome.result.signal,
+      duration_ms: outcome.durationMs,
+      outcome: outcome.succeeded ? "succeeded" : outcome.killed ? "killed" : "failed",
+      error: outcome.result.error,
+    };
+    if (outcome.succeeded) {
+      log.info("job finished", fields);
+      await this.#settler.succeeded(message);
+    } else {
+      log.warn("job failed", fields);
+      await this.#settler.failed(message);
+    }
+    return outcome.succeeded;
+  }
 }

@@ -1,0 +1,146 @@
+/**
+ * `--exec`: one message, one child process in a process group of its own, the body
+ * on stdin and every output line in the worker's log.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import { describeError } from "../errors.ts";
+import type { JobMessage } from "./message.ts";
+import { jobEnvironment } from "./message.ts";
+import type { JobHandle, JobResult, KillSignal } from "./job.ts";
+
+/** What `--exec` runs. */
+export interface ExecSpec {
+  /** Program path (or, with `shell`, a shell command line). */
+  command: string;
+  /** ARGV given after `--`. */
+  args: string[];
+  /** Run `command` through `sh -c`. */
+  shell: boolean;
+  /** `--env` pairs. */
+  env: Record<string, string>;
+}
+
+/** Longest piece of output logged as one line; longer lines are split. */
+const MAX_LINE_BYTES = 16 * 1024;
+/** How long to wait for output still buffered in pipes after the child exited. */
+const OUTPUT_DRAIN_MS = 2_000;
+
+const isWindows = Deno.build.os === "windows";
+const encoder = new TextEncoder();
+
+/** Returns the program and arguments to spawn for `spec`. */
+export function commandLine(spec: ExecSpec): { program: string; args: string[] } {
+  if (spec.shell) return { program: "sh", args: ["-c", spec.command, "sqsrun", ...spec.args] };
+  return { program: spec.command, args: spec.args };
+}
+
+/** Starts the job for `message`; a child that cannot be spawned ends as a failed job. */
+export function startExecJob(message: JobMessage, spec: ExecSpec, log: Logger): JobHandle {
+  const { program, args } = commandLine(spec);
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(program, {
+      args,
+      env: jobEnvironment(message, spec.env),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      // A new session makes the child a process-group leader, so one signal to
+      // the group reaches every process the job started.
+      detached: !isWindows,
+    }).spawn();
+  } catch (error) {
+    const failure = `cannot start ${program}: ${describeError(error)}`;
+    return {
+      pid: undefined,
+      done: Promise.resolve({ code: null, signal: null, error: failure }),
+      signal: () => {},
+    };
+  }
+
+  const pid = child.pid;
+  let exited = false;
+  const signal = (name: KillSignal) => {
+    if (exited && name !== "SIGKILL") return;
+    try {
+      if (isWindows) child.kill(name);
+      else Deno.kill(-pid, name);
+    } catch {
+      // The group is already gone.
+    }
+  };
+
+  writeBody(child.stdin, message.body, log);
+  const output = Promise.all([
+    streamLines(child.stdout, (line) => log.info(line, { stream: "stdout" })),
+    streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" })),
+  ]);
+
+  const done = child.status.then(async (status): Promise<JobResult> => {
+    exited = true;
+    // The job is over when its leader exits: whatever it left running goes too.
+    signal("SIGKILL");
+    await Promise.race([output, new Promise((resolve) => setTimeout(resolve, OUTPUT_DRAIN_MS))]);
+    return {
+      code: status.signal ? null : status.code,
+      signal: status.signal ?? null,
+    };
+  });
+  return { pid, done, signal };
+}
+
+async function writeBody(stdin: WritableStream<Uint8Array>, body: string, log: Logger) {
+  const writer = stdin.getWriter();
+  try {
+    await writer.write(encoder.encode(body));
+    await writer.close();
+  } catch (error) {
+    // A job may exit without reading its input; that is its business, not an error here.
+    log.debug("job did not read all of its stdin", { error: describeError(error) });
+    try {
+      await writer.abort();
+    } catch { /* already closed */ }
+  }
+}
+
+/** Reads `stream` and calls `emit` per line (split at MAX_LINE_BYTES), without keeping it whole. */
+export async function streamLines(
+  stream: ReadableStream<Uint8Array>,
+  emit: (line: string) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let pending = new Uint8Array(0);
+  const flush = (bytes: Uint8Array) => {
+    let text = decoder.decode(bytes);
+    if (text.endsWith("\r")) text = text.slice(0, -1);
+    emit(text);
+  };
+  try {
+    for await (const chunk of stream) {
+      let data = pending.length ? concat(pending, chunk) : chunk;
+      let newline = data.indexOf(10);
+      while (newline !== -1) {
+        flush(data.subarray(0, newline));
+        data = data.subarray(newline + 1);
+        newline = data.indexOf(10);
+      }
+      while (data.length >= MAX_LINE_BYTES) {
+        flush(data.subarray(0, MAX_LINE_BYTES));
+        data = data.subarray(MAX_LINE_BYTES);
+      }
+      pending = data.slice();
+    }
+  } catch {
+    // The pipe broke; what was read has been logged.
+  }
+  if (pending.length) flush(pending);
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a);
+  joined.set(b, a.length);
+  return joined;
+}

@@ -1,0 +1,83 @@
+/**
+ * The job input taken from one SQS message, and the environment a job sees.
+ *
+ * @module
+ */
+import type { Message } from "@aws-sdk/client-sqs";
+
+/** One received message, as the rest of the worker needs it. */
+export interface JobMessage {
+  id: string;
+  receiptHandle: string;
+  body: string;
+  queueUrl: string;
+  receiveCount: number;
+  /** Milliseconds since the epoch, when SQS accepted the message. */
+  sentTimestamp?: number;
+  /** FIFO queues only. */
+  groupId?: string;
+  /** String and Number message attributes (Binary ones are base64). */
+  attributes: Record<string, string>;
+  /** `performance.now()` when the message was received: visibility counts from here. */
+  receivedAt: number;
+}
+
+/** Converts an SDK message; returns undefined for one without id, handle or body. */
+export function toJobMessage(
+  message: Message,
+  queueUrl: string,
+  receivedAt: number,
+): JobMessage | undefined {
+  if (!message.MessageId || !message.ReceiptHandle || message.Body === undefined) return undefined;
+  const system = message.Attributes ?? {};
+  const attributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
+    if (value.StringValue !== undefined) attributes[name] = value.StringValue;
+    else if (value.BinaryValue !== undefined) attributes[name] = toBase64(value.BinaryValue);
+  }
+  const sent = Number(system.SentTimestamp);
+  return {
+    id: message.MessageId,
+    receiptHandle: message.ReceiptHandle,
+    body: message.Body,
+    queueUrl,
+    receiveCount: Number(system.ApproximateReceiveCount ?? 1) || 1,
+    sentTimestamp: Number.isFinite(sent) && sent > 0 ? sent : undefined,
+    groupId: system.MessageGroupId,
+    attributes,
+    receivedAt,
+  };
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text);
+}
+
+/** Turns a message attribute name into the suffix of an environment variable name. */
+export function attributeEnvName(name: string): string {
+  return name.toUpperCase().replace(/[^A-Z0-9_]/g, "_");
+}
+
+/**
+ * The variables sqsrun adds to a job's environment: `--env` pairs, then the
+ * message's own `SQSRUN_*` description (which `--env` cannot override).
+ */
+export function jobEnvironment(
+  message: JobMessage,
+  extra: Record<string, string>,
+): Record<string, string> {
+  const env: Record<string, string> = { ...extra };
+  for (const [name, value] of Object.entries(message.attributes)) {
+    env[`SQSRUN_ATTR_${attributeEnvName(name)}`] = value;
+  }
+  env.SQSRUN_MESSAGE_ID = message.id;
+  env.SQSRUN_RECEIVE_COUNT = String(message.receiveCount);
+  env.SQSRUN_QUEUE_URL = message.queueUrl;
+  if (message.sentTimestamp !== undefined) {
+    env.SQSRUN_SENT_TIMESTAMP = String(message.sentTimestamp);
+  }
+  if (message.groupId !== undefined) env.SQSRUN_GROUP_ID = message.groupId;
+  return env;
+}

@@ -1,0 +1,465 @@
+/**
+ * The worker against both real SQS emulators: one test per behaviour the worker
+ * promises, each failing when that behaviour breaks.
+ */
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import { awsEnv, type SqsBackend, sqsBackends, uniqueName } from "./support/local_aws.ts";
+import {
+  createQueue,
+  deleteQueue,
+  peekBodies,
+  queueCounts,
+  sendMessages,
+  testClient,
+} from "./support/sqs.ts";
+import { processAlive, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
+import { startTcpProxy } from "./support/tcp_proxy.ts";
+
+interface Fixture {
+  backend: SqsBackend;
+  client: SQSClient;
+  url: string;
+  dir: string;
+  ledger: string;
+  env: Record<string, string>;
+  /** Writes an executable shell script into the fixture's folder. */
+  script(name: string, body: string): Promise<string>;
+  /** Lines of the ledger file the jobs append to. */
+  ledgerLines(): Promise<string[]>;
+  workers: WorkerProcess[];
+  /** Starts a worker on the fixture's queue. */
+  worker(args: string[], endpoint?: string): WorkerProcess;
+}
+
+async function withFixture(
+  backend: SqsBackend,
+  options: { fifo?: boolean; attributes?: Record<string, string> },
+  body: (fixture: Fixture) => Promise<void>,
+): Promise<void> {
+  const client = testClient(backend.endpoint);
+  const name = uniqueName("worker") + (options.fifo ? ".fifo" : "");
+  const url = await createQueue(client, name, options.attributes);
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-worker-" });
+  const ledger = `${dir}/ledger`;
+  await Deno.writeTextFile(ledger, "");
+  const env = {
+    ...awsEnv(backend.endpoint),
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? dir,
+  };
+  const fixture: Fixture = {
+    backend,
+    client,
+    url,
+    dir,
+    ledger,
+    env,
+    workers: [],
+    async script(scriptName, text) {
+      const path = `${dir}/${scriptName}`;
+      await Deno.writeTextFile(path, `#!/bin/sh\nLEDGER='${ledger}'\nDIR='${dir}'\n${text}\n`);
+      await Deno.chmod(path, 0o755);
+      return path;
+    },
+    async ledgerLines() {
+      const text = await Deno.readTextFile(ledger);
+      return text.split("\n").filter((line) => line.length > 0);
+    },
+    worker(args, endpoint) {
+      const workerEnv = endpoint ? { ...env, ...awsEnv(endpoint) } : env;
+      const process = startWorker(["-q", url, ...args], { env: workerEnv });
+      fixture.workers.push(process);
+      return process;
+    },
+  };
+  try {
+    await body(fixture);
+  } finally {
+    await Promise.all(fixture.workers.map((worker) => worker.stop()));
+    await deleteQueue(client, url);
+    client.destroy();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+async function queueEmpty(fixture: Fixture): Promise<boolean> {
+  const counts = await queueCounts(fixture.client, fixture.url);
+  return counts.visible === 0 && counts.inFlight === 0 && counts.delayed === 0;
+}
+
+/** Parses ledger lines "WORD ... NANOS" into [word, rest, ms]. */
+function timed(line: string): { word: string; rest: string; ms: number } {
+  const parts = line.split(" ");
+  return {
+    word: parts[0],
+    rest: parts.slice(1, -1).join(" "),
+    ms: Number(BigInt(parts[parts.length - 1]) / 1_000_000n),
+  };
+}
+
+const testOptions = { sanitizeOps: false, sanitizeResources: false };
+
+for (const backend of sqsBackends()) {
+  const test = (name: string, fn: () => Promise<void>) =>
+    Deno.test({ name: `worker [${backend.name}]: ${name}`, fn, ...testOptions });
+
+  test("a job that exits 0 deletes its message; env, stdin and output reach where they should", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `cat > "$DIR/body-$SQSRUN_MESSAGE_ID"
+echo "$SQSRUN_MESSAGE_ID|$SQSRUN_RECEIVE_COUNT|$SQSRUN_ATTR_COLOR|$GREETING|$SQSRUN_QUEUE_URL|$SQSRUN_SENT_TIMESTAMP|$1" >> "$LEDGER"
+echo "hello from the job"
+echo "complaint" >&2`,
+      );
+      const ids = await sendMessages(fixture.client, fixture.url, [
+        { body: "first", attributes: { color: "red" } },
+        { body: "second", attributes: { color: "blue" } },
+      ]);
+      const worker = fixture.worker([
+        "--exec",
+        job,
+        "--env",
+        "GREETING=hi",
+        "--wait",
+        "1",
+        "--",
+        "arg1",
+      ]);
+      await waitUntil("both jobs ran", async () => (await fixture.ledgerLines()).length === 2);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      const rows = (await fixture.ledgerLines()).map((line) => line.split("|")).sort((a, b) =>
+        ids.indexOf(a[0]) - ids.indexOf(b[0])
+      );
+      deepStrictEqual(rows.map((row) => [row[0], row[1], row[2], row[3], row[4], row[6]]), [
+        [ids[0], "1", "red", "hi", fixture.url, "arg1"],
+        [ids[1], "1", "blue", "hi", fixture.url, "arg1"],
+      ]);
+      ok(Number(rows[0][5]) > Date.now() - 600_000, "SQSRUN_SENT_TIMESTAMP is epoch ms");
+      strictEqual(await Deno.readTextFile(`${fixture.dir}/body-${ids[0]}`), "first");
+      strictEqual(await Deno.readTextFile(`${fixture.dir}/body-${ids[1]}`), "second");
+      const finished = worker.lines.filter((line) => line.msg === "job finished");
+      deepStrictEqual(finished.map((line) => line.exit_code), [0, 0]);
+      ok(finished.every((line) => typeof line.duration_ms === "number" && line.signal === null));
+      const output = worker.lines.find((line) => line.msg === "hello from the job");
+      strictEqual(output?.stream, "stdout");
+      ok(ids.includes(output?.message_id as string), "output lines carry the message id");
+      ok(worker.lines.some((line) => line.msg === "complaint" && line.stream === "stderr"));
+      ok(
+        worker.lines.every((line) => typeof line.ts === "string" && typeof line.level === "string"),
+      );
+    });
+  });
+
+  test("a failing job releases its message, which runs again with a growing receive count", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "$SQSRUN_RECEIVE_COUNT" >> "$LEDGER"; [ "$SQSRUN_RECEIVE_COUNT" -ge 3 ] || exit 7`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["retry me"]);
+      const worker = fixture.worker(["--exec", job, "--wait", "1"]);
+      await waitUntil("the third run", async () => (await fixture.ledgerLines()).length >= 3);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      deepStrictEqual(await fixture.ledgerLines(), ["1", "2", "3"]);
+      const failed = worker.lines.filter((line) => line.msg === "job failed");
+      deepStrictEqual(failed.map((line) => [line.exit_code, line.receive_count]), [[7, 1], [7, 2]]);
+    });
+  });
+
+  test("a job longer than 3x the visibility timeout never runs twice at once across two workers", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "start $(date +%s%N)" >> "$LEDGER"; sleep 7; echo "end $(date +%s%N)" >> "$LEDGER"`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["long"]);
+      const args = ["--exec", job, "-t", "2", "-e", "1", "-x", "30", "--wait", "1"];
+      fixture.worker(args);
+      fixture.worker(args);
+      await waitUntil(
+        "the job ended",
+        async () => (await fixture.ledgerLines()).length >= 2,
+        20_000,
+      );
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      // Give a lapsed message every chance to show up at the other worker.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      deepStrictEqual((await fixture.ledgerLines()).map((line) => line.split(" ")[0]), [
+        "start",
+        "end",
+      ]);
+    });
+  });
+
+  test("a job ignoring SIGTERM is killed with its whole process group and its message comes back", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `if [ "$SQSRUN_RECEIVE_COUNT" -ge 2 ]; then echo second >> "$LEDGER"; exit 0; fi
+trap '' TERM
+sh -c 'echo $$ > "$0/grandchild"; exec sleep 300' "$DIR" &
+echo first >> "$LEDGER"
+sleep 300`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["stubborn"]);
+      const worker = fixture.worker([
+        "--exec",
+        job,
+        "-t",
+        "10",
+        "-e",
+        "5",
+        "-x",
+        "2",
+        "-X",
+        "1",
+        "--kill-grace",
+        "2",
+        "--wait",
+        "1",
+      ]);
+      await waitUntil("the grandchild started", async () => {
+        try {
+          return (await Deno.readTextFile(`${fixture.dir}/grandchild`)).trim().length > 0;
+        } catch {
+          return false;
+        }
+      });
+      const grandchild = Number((await Deno.readTextFile(`${fixture.dir}/grandchild`)).trim());
+      ok(processAlive(grandchild));
+      const killed = await worker.waitForLine((line) => line.msg === "job failed", 20_000);
+      strictEqual(killed.outcome, "killed");
+      strictEqual(killed.signal, "SIGKILL");
+      ok(worker.lines.some((line) => line.msg === "terminating job"));
+      ok(worker.lines.some((line) => line.msg === "killing job"));
+      await waitUntil("the grandchild is gone", () => !processAlive(grandchild), 5_000);
+      await waitUntil(
+        "the second run",
+        async () => (await fixture.ledgerLines()).includes("second"),
+      );
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      deepStrictEqual(await fixture.ledgerLines(), ["first", "second"]);
+    });
+  });
+
+  test("no more jobs run at once than -c allows", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "s $(date +%s%N)" >> "$LEDGER"; sleep 0.7; echo "e $(date +%s%N)" >> "$LEDGER"`,
+      );
+      await sendMessages(fixture.client, fixture.url, Array.from({ length: 9 }, (_, i) => `m${i}`));
+      fixture.worker(["--exec", job, "-c", "3", "--wait", "1"]);
+      await waitUntil(
+        "all jobs ran",
+        async () => (await fixture.ledgerLines()).length === 18,
+        30_000,
+      );
+      const events = (await fixture.ledgerLines()).map(timed).sort((a, b) =>
+        a.ms - b.ms || (a.word === "e" ? -1 : 1)
+      );
+      let running = 0;
+      let most = 0;
+      for (const event of events) {
+        running += event.word === "s" ? 1 : -1;
+        most = Math.max(most, running);
+      }
+      strictEqual(most, 3);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  });
+
+  test("FIFO: one group runs in order, one at a time, even across a failure; groups run in parallel", async () => {
+    await withFixture(backend, { fifo: true }, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat)
+echo "start $body $(date +%s%N)" >> "$LEDGER"
+sleep 0.3
+if [ "$body" = "A-2" ] && [ "$SQSRUN_RECEIVE_COUNT" = 1 ]; then echo "fail $body $(date +%s%N)" >> "$LEDGER"; exit 1; fi
+echo "done $body $(date +%s%N)" >> "$LEDGER"`,
+      );
+      const messages = [];
+      for (let i = 1; i <= 4; i++) {
+        messages.push({ body: `A-${i}`, groupId: "A" }, { body: `B-${i}`, groupId: "B" });
+      }
+      await sendMessages(fixture.client, fixture.url, messages);
+      fixture.worker(["--exec", job, "-c", "4", "--wait", "1"]);
+      await waitUntil(
+        "all done",
+        async () =>
+          (await fixture.ledgerLines()).filter((line) => line.startsWith("done")).length === 8,
+        40_000,
+      );
+      const events = (await fixture.ledgerLines()).map(timed);
+      for (const group of ["A", "B"]) {
+        const mine = events.filter((event) => event.rest.startsWith(group));
+        deepStrictEqual(
+          mine.filter((event) => event.word === "done").map((event) => event.rest),
+          [1, 2, 3, 4].map((i) => `${group}-${i}`),
+        );
+        // Within a group, each start follows the previous end: never two at once.
+        for (let i = 1; i < mine.length; i++) {
+          if (mine[i].word === "start") {
+            ok(mine[i - 1].word !== "start", `${group}: ${mine[i].rest} overlapped`);
+          }
+        }
+      }
+      const aStarts = events.filter((event) =>
+        event.word === "start" && event.rest.startsWith("A")
+      );
+      deepStrictEqual(aStarts.map((event) => event.rest), ["A-1", "A-2", "A-2", "A-3", "A-4"]);
+      const aSpan = [aStarts[0].ms, events.filter((e) => e.rest === "A-4").at(-1)!.ms];
+      ok(
+        events.some((e) =>
+          e.word === "start" && e.rest.startsWith("B") && e.ms > aSpan[0] && e.ms < aSpan[1]
+        ),
+        "group B ran while group A was running",
+      );
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  });
+
+  test("--backoff delays each retry exponentially by receive count", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "run $SQSRUN_RECEIVE_COUNT $(date +%s%N)" >> "$LEDGER"; [ "$SQSRUN_RECEIVE_COUNT" -ge 3 ]`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["flaky"]);
+      const worker = fixture.worker(["--exec", job, "--backoff", "2,8", "--wait", "1"]);
+      await waitUntil("three runs", async () => (await fixture.ledgerLines()).length === 3, 30_000);
+      const runs = (await fixture.ledgerLines()).map(timed);
+      deepStrictEqual(runs.map((run) => run.rest), ["1", "2", "3"]);
+      ok(runs[1].ms - runs[0].ms >= 1_800, `first retry after ${runs[1].ms - runs[0].ms} ms`);
+      ok(runs[2].ms - runs[1].ms >= 3_800, `second retry after ${runs[2].ms - runs[1].ms} ms`);
+      const released = worker.lines.filter((line) => line.msg === "message released");
+      deepStrictEqual(released.map((line) => line.visible_in_s), [2, 4]);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  });
+
+  test("SIGTERM drains: the running job finishes and is deleted, nothing new starts, exit 0", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat); echo "start $body" >> "$LEDGER"; sleep 2; echo "end $body" >> "$LEDGER"`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["one"]);
+      const worker = fixture.worker(["--exec", job, "-c", "1", "--wait", "1"]);
+      await worker.waitForLine((line) => line.msg === "job started");
+      await sendMessages(fixture.client, fixture.url, ["two"]);
+      worker.signal("SIGTERM");
+      const status = await worker.exit(20_000);
+      strictEqual(status.code, 0);
+      deepStrictEqual(await fixture.ledgerLines(), ["start one", "end one"]);
+      ok(worker.lines.some((line) => line.msg.startsWith("draining")));
+      ok(worker.lines.some((line) => line.msg === "worker stopped"));
+      deepStrictEqual(await peekBodies(fixture.client, fixture.url), ["two"]);
+    });
+  });
+
+  test("SIGTERM with FIFO messages waiting in hand gives them back at once", async () => {
+    await withFixture(backend, { fifo: true }, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat); echo "start $body" >> "$LEDGER"; sleep 2; echo "end $body" >> "$LEDGER"`,
+      );
+      await sendMessages(
+        fixture.client,
+        fixture.url,
+        [1, 2, 3, 4].map((i) => ({ body: `G-${i}`, groupId: "G" })),
+      );
+      const worker = fixture.worker(["--exec", job, "-c", "4", "--wait", "1", "-t", "60"]);
+      await worker.waitForLine((line) => line.msg === "job started");
+      // Let the rest of the group arrive in hand (they wait in the lane).
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const givenBackExpected = worker.lines.length; // snapshot, for the message below
+      worker.signal("SIGTERM");
+      strictEqual((await worker.exit(20_000)).code, 0);
+      deepStrictEqual(await fixture.ledgerLines(), ["start G-1", "end G-1"]);
+      const givenBack = worker.lines.filter((line) => line.msg === "message given back").length;
+      ok(givenBack >= 1, `no message was prefetched (${givenBackExpected} lines before SIGTERM)`);
+      const counts = await queueCounts(fixture.client, fixture.url);
+      // With -t 60, only an explicit release makes them visible this soon.
+      strictEqual(counts.visible + counts.inFlight, 3);
+      strictEqual(counts.inFlight, 0);
+    });
+  });
+
+  test("the endpoint going away and coming back loses no message and the worker lives on", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const proxy = startTcpProxy(backend.endpoint);
+      try {
+        const job = await fixture.script(
+          "job.sh",
+          `body=$(cat); sleep 0.5; echo "$body" >> "$LEDGER"`,
+        );
+        await sendMessages(fixture.client, fixture.url, ["a1", "a2"]);
+        const worker = fixture.worker(
+          ["--exec", job, "-c", "1", "--wait", "1", "-t", "4", "-e", "2"],
+          proxy.url,
+        );
+        await waitUntil("the first job ran", async () => (await fixture.ledgerLines()).length >= 1);
+        proxy.cut();
+        await sendMessages(fixture.client, fixture.url, ["b1", "b2", "b3"]);
+        await worker.waitForLine((line) => line.msg === "receive failed; backing off", 15_000);
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        proxy.restore();
+        await waitUntil("every message ran", async () => {
+          const ran = new Set(await fixture.ledgerLines());
+          return ["a1", "a2", "b1", "b2", "b3"].every((body) => ran.has(body));
+        }, 60_000);
+        await waitUntil("the queue is empty", () => queueEmpty(fixture), 30_000);
+        ok(processAlive(worker.pid), "the worker survived the outage");
+        ok(worker.lines.some((line) => line.msg === "receiving again"));
+      } finally {
+        proxy.close();
+      }
+    });
+  });
+
+  test("a 256 KiB body with any allowed characters arrives on stdin byte-exact", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const pieces = [
+        "a",
+        "Z",
+        "9",
+        " ",
+        "\t",
+        "\n",
+        "é",
+        "ß",
+        "€",
+        "中",
+        "😀",
+        "\u{10FFFD}",
+        "\uFFFD",
+      ];
+      const encoder = new TextEncoder();
+      let body = "";
+      let size = 0;
+      for (let i = 0; size < 262_144 - 4; i++) {
+        const piece = pieces[(i * 7 + (i >> 3)) % pieces.length];
+        const bytes = encoder.encode(piece).length;
+        if (size + bytes > 262_144) break;
+        body += piece;
+        size += bytes;
+      }
+      while (size < 262_144) {
+        body += "x";
+        size += 1;
+      }
+      const job = await fixture.script("job.sh", `cat > "$DIR/body"; echo done >> "$LEDGER"`);
+      await sendMessages(fixture.client, fixture.url, [body]);
+      fixture.worker(["--exec", job, "--wait", "1"]);
+      await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
+      const received = await Deno.readFile(`${fixture.dir}/body`);
+      strictEqual(received.length, 262_144);
+      deepStrictEqual(received, encoder.encode(body));
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  });
+}
