@@ -421,6 +421,93 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 
+  test("--max-receives without a redrive policy stops running a poison message and never deletes it", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "run $SQSRUN_RECEIVE_COUNT" >> "$LEDGER"; exit 1`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["poison"]);
+      const worker = fixture.worker(["--exec", job, "--max-receives", "2", "--wait", "1"]);
+      const parked = await worker.waitForLine((line) => line.msg.startsWith("poison message"));
+      strictEqual(parked.receive_count, 3);
+      strictEqual(parked.max_receives, 2);
+      deepStrictEqual(await fixture.ledgerLines(), ["run 1", "run 2"]);
+      const counts = await queueCounts(fixture.client, fixture.url);
+      strictEqual(counts.visible + counts.inFlight, 1, "the poison message is still in the queue");
+    });
+  });
+
+  test("--shell runs a command line through sh -c with ARGV as $1...", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      await sendMessages(fixture.client, fixture.url, ["via shell"]);
+      fixture.worker([
+        "--exec",
+        `read line; echo "$line|$1|$2" >> '${fixture.ledger}'`,
+        "--shell",
+        "--wait",
+        "1",
+        "--",
+        "x y",
+        "z",
+      ]);
+      await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
+      deepStrictEqual(await fixture.ledgerLines(), ["via shell|x y|z"]);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  });
+
+  test("a second signal during the drain kills the running job now and releases its message", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `trap '' TERM; echo start >> "$LEDGER"; sleep 60; echo end >> "$LEDGER"`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["slow"]);
+      const worker = fixture.worker(["--exec", job, "--wait", "1", "-t", "60"]);
+      await worker.waitForLine((line) => line.msg === "job started");
+      worker.signal("SIGTERM");
+      await worker.waitForLine((line) => line.msg.startsWith("draining"));
+      worker.signal("SIGINT");
+      const started = Date.now();
+      strictEqual((await worker.exit(20_000)).code, 0);
+      ok(Date.now() - started < 15_000, "the second signal did not wait for the job");
+      deepStrictEqual(await fixture.ledgerLines(), ["start"]);
+      const failed = worker.lines.find((line) => line.msg === "job failed");
+      strictEqual(failed?.signal, "SIGKILL");
+      deepStrictEqual(await peekBodies(fixture.client, fixture.url), ["slow"]);
+    });
+  });
+
+  test("SIGHUP reopens the -o log file after it was moved away", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", `body=$(cat); echo "$body" >> "$LEDGER"`);
+      const logPath = `${fixture.dir}/worker.log`;
+      const worker = fixture.worker(["--exec", job, "--wait", "1", "-o", logPath]);
+      await waitUntil("the log file has the start line", async () => {
+        try {
+          return (await Deno.readTextFile(logPath)).includes("worker started");
+        } catch {
+          return false;
+        }
+      });
+      await Deno.rename(logPath, `${logPath}.1`);
+      worker.signal("SIGHUP");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sendMessages(fixture.client, fixture.url, ["after rotation"]);
+      await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
+      await waitUntil("the new log file has the job", async () => {
+        try {
+          return (await Deno.readTextFile(logPath)).includes("job finished");
+        } catch {
+          return false;
+        }
+      });
+      ok((await Deno.readTextFile(`${logPath}.1`)).includes("worker started"));
+      ok(!(await Deno.readTextFile(`${logPath}.1`)).includes("job finished"));
+    });
+  });
+
   test("a 256 KiB body with any allowed characters arrives on stdin byte-exact", async () => {
     await withFixture(backend, {}, async (fixture) => {
       const pieces = [
@@ -463,3 +550,20 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 }
+
+Deno.test({
+  name: "worker: an --exec program that does not exist is a one-line start-up error, exit 2",
+  ...testOptions,
+  async fn() {
+    const [backend] = sqsBackends();
+    const worker = startWorker(
+      ["-q", `${backend.endpoint}/000000000000/none`, "--exec", "/no/such/program"],
+      { env: { ...awsEnv(backend.endpoint), PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" } },
+    );
+    const status = await worker.exit(20_000);
+    strictEqual(status.code, 2);
+    const stderr = worker.stderr().trim();
+    strictEqual(stderr.split("\n").length, 1, stderr);
+    ok(stderr.startsWith("sqsrun: ") && stderr.includes("/no/such/program"), stderr);
+  },
+});
