@@ -124,6 +124,26 @@ export function isQueueMissing(error: unknown): boolean {
   return code !== undefined && NOT_FOUND_CODES.has(code);
 }
 
+/** Returns true when AWS refused the credentials, or none could be found. */
+export function isCredentialError(error: unknown): boolean {
+  const code = errorCode(error);
+  if (code !== undefined && (CREDENTIAL_CODES.has(code) || code === "CredentialsProviderError")) {
+    return true;
+  }
+  return error instanceof Error && /Could not load credentials/i.test(error.message);
+}
+
+/**
+ * Returns true for failures that waiting cannot fix: a missing queue, refused or
+ * missing credentials, no region. Anything else (network, throttling, 5xx) may pass.
+ */
+export function isPermanentError(error: unknown): boolean {
+  if (error instanceof UsageError) return true;
+  const cause = error instanceof RuntimeError && error.cause !== undefined ? error.cause : error;
+  return isQueueMissing(cause) || isCredentialError(cause) ||
+    (cause instanceof Error && /Region is missing/i.test(cause.message));
+}
+
 /** Describes an AWS failure in one line, naming what was being done. */
 export function describeAwsError(error: unknown, subject?: string): string {
   const code = errorCode(error);
@@ -155,5 +175,5 @@ export function describeAwsError(error: unknown, subject?: string): string {
 /** Wraps any AWS failure in a RuntimeError with a one-line message; sqsrun's own errors pass through. */
 export function toRuntimeError(error: unknown, subject?: string): RuntimeError | UsageError {
   if (error instanceof RuntimeError || error instanceof UsageError) return error;
-  return new RuntimeError(describeAwsError(error, subject));
+  return new RuntimeError(describeAwsError(error, subject), { cause: error });
 }

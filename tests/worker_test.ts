@@ -567,3 +567,50 @@ Deno.test({
     ok(stderr.startsWith("sqsrun: ") && stderr.includes("/no/such/program"), stderr);
   },
 });
+
+for (const backend of sqsBackends()) {
+  Deno.test({
+    name:
+      `worker [${backend.name}]: a queue that does not exist is a one-line start-up error, exit 1`,
+    ...testOptions,
+    async fn() {
+      const worker = startWorker(["-q", uniqueName("missing"), "--exec", "/bin/true"], {
+        env: { ...awsEnv(backend.endpoint), PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+      });
+      strictEqual((await worker.exit(30_000)).code, 1);
+      const stderr = worker.stderr().trim();
+      strictEqual(stderr.split("\n").length, 1, stderr);
+      ok(/^sqsrun: .*does not exist/.test(stderr), stderr);
+    },
+  });
+
+  Deno.test({
+    name:
+      `worker [${backend.name}]: an endpoint down at start-up is waited for, not a reason to exit`,
+    ...testOptions,
+    async fn() {
+      await withFixture(backend, {}, async (fixture) => {
+        const proxy = startTcpProxy(backend.endpoint);
+        try {
+          proxy.cut();
+          const job = await fixture.script("job.sh", `cat >> "$LEDGER"; echo >> "$LEDGER"`);
+          const name = fixture.url.split("/").at(-1)!;
+          const worker = startWorker(["-q", name, "--exec", job, "--wait", "1"], {
+            env: { ...fixture.env, ...awsEnv(proxy.url) },
+          });
+          fixture.workers.push(worker);
+          await worker.waitForLine((line) => line.msg === "cannot resolve the queue yet; retrying");
+          proxy.restore();
+          await sendMessages(fixture.client, fixture.url, ["late"]);
+          await waitUntil(
+            "the job ran",
+            async () => (await fixture.ledgerLines()).includes("late"),
+          );
+          ok(processAlive(worker.pid));
+        } finally {
+          proxy.close();
+        }
+      });
+    },
+  });
+}

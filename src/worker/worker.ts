@@ -8,13 +8,14 @@
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { Options } from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
-import { RuntimeError, UsageError } from "../errors.ts";
+import { describeError, RuntimeError, UsageError } from "../errors.ts";
 import {
   createSqsClient,
   describeAwsError,
-  errorCode,
+  isPermanentError,
   isQueueMissing,
   resolveQueueUrl,
+  toRuntimeError,
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import type { ExecSpec } from "./exec_runner.ts";
@@ -26,17 +27,6 @@ import { Scheduler } from "./scheduler.ts";
 import { Settler } from "./settle.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
 import { VisibilityKeeper } from "./visibility.ts";
-
-/** Errors at start-up that no retry will fix. */
-const FATAL_START_CODES = new Set([
-  "InvalidClientTokenId",
-  "SignatureDoesNotMatch",
-  "UnrecognizedClientException",
-  "AccessDenied",
-  "AccessDeniedException",
-  "CredentialsProviderError",
-  "InvalidAddress",
-]);
 
 /** Runs the worker until a signal ends it; resolves to the process exit code. */
 export async function runWorker(options: Options): Promise<number> {
@@ -65,7 +55,18 @@ export async function runWorker(options: Options): Promise<number> {
     // Deletes and extensions must not wait behind a long poll's generous timeout.
     const settleClient = createSqsClient({ ...options, wait: 0 });
     const queueUrl = await resolveWorkerQueue(client, options.queue, log);
-    return await new Worker({ options, spec, log, client, settleClient, queueUrl }).run();
+    // One stray rejection (a library's, or ours) must not end a worker that holds
+    // other people's messages: log it and carry on.
+    const onUnhandled = (event: PromiseRejectionEvent) => {
+      event.preventDefault();
+      log.error("unhandled error", { error: describeError(event.reason) });
+    };
+    globalThis.addEventListener("unhandledrejection", onUnhandled);
+    try {
+      return await new Worker({ options, spec, log, client, settleClient, queueUrl }).run();
+    } finally {
+      globalThis.removeEventListener("unhandledrejection", onUnhandled);
+    }
   } finally {
     log.close();
   }
@@ -77,10 +78,12 @@ async function resolveWorkerQueue(client: SQSClient, queue: string, log: Logger)
     try {
       return await resolveQueueUrl(client, queue);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      if (/does not exist|credentials|region/i.test(message)) throw error;
+      if (isPermanentError(error)) throw error;
       const delay = backoffDelay(attempt, { floorMs: 1_000, capMs: 30_000 });
-      log.warn("cannot resolve the queue yet; retrying", { error: message, retry_in_ms: delay });
+      log.warn("cannot resolve the queue yet; retrying", {
+        error: describeError(error),
+        retry_in_ms: delay,
+      });
       await sleep(delay);
     }
   }
@@ -207,9 +210,7 @@ class Worker {
       }
     } catch (error) {
       if (isQueueMissing(error)) throw new RuntimeError(`queue ${queueUrl} does not exist`);
-      if (FATAL_START_CODES.has(errorCode(error) ?? "")) {
-        throw new RuntimeError(describeAwsError(error, "queue attributes"));
-      }
+      if (isPermanentError(error)) throw toRuntimeError(error, "queue attributes");
       this.#log.warn("could not read the queue's redrive policy", {
         error: describeAwsError(error),
       });
@@ -284,6 +285,20 @@ class Worker {
   }
 
   async #runMessage(message: JobMessage): Promise<boolean> {
+    try {
+      return await this.#superviseMessage(message);
+    } catch (error) {
+      // A bug here must cost one message's attempt, never the worker.
+      this.#log.error("internal error while running a job; releasing its message", {
+        message_id: message.id,
+        error: describeError(error),
+      });
+      await this.#settler.failed(message);
+      return false;
+    }
+  }
+
+  async #superviseMessage(message: JobMessage): Promise<boolean> {
     const { options, spec } = this.#parts;
     const log = this.#log.with({ message_id: message.id });
     if (
