@@ -438,6 +438,29 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 
+  test("credentials given with -k/-s reach neither the job's environment nor the log", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", `env > "$DIR/env"; echo ran >> "$LEDGER"`);
+      await sendMessages(fixture.client, fixture.url, ["secretive"]);
+      const secret = "SuperSecret-4f1c9e";
+      const env = { ...fixture.env };
+      delete env.AWS_ACCESS_KEY_ID;
+      delete env.AWS_SECRET_ACCESS_KEY;
+      const worker = startWorker(
+        ["-q", fixture.url, "-k", "test", "-s", secret, "--exec", job, "--wait", "1"],
+        { env },
+      );
+      fixture.workers.push(worker);
+      await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
+      const childEnv = await Deno.readTextFile(`${fixture.dir}/env`);
+      ok(!childEnv.includes(secret), "the secret leaked into the job's environment");
+      ok(!childEnv.includes("AWS_SECRET_ACCESS_KEY"), childEnv);
+      await worker.stop();
+      ok(!JSON.stringify(worker.lines).includes(secret), "the secret leaked into the log");
+      ok(!worker.stderr().includes(secret));
+    });
+  });
+
   test("--shell runs a command line through sh -c with ARGV as $1...", async () => {
     await withFixture(backend, {}, async (fixture) => {
       await sendMessages(fixture.client, fixture.url, ["via shell"]);

@@ -9,6 +9,7 @@ import { describeError } from "../errors.ts";
 import type { JobMessage } from "./message.ts";
 import { jobEnvironment } from "./message.ts";
 import type { JobHandle, JobResult, KillSignal } from "./job.ts";
+import type { JobInput, JobRunner } from "./runner.ts";
 
 /** What `--exec` runs. */
 export interface ExecSpec {
@@ -36,14 +37,27 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
   return { program: spec.command, args: spec.args };
 }
 
+/** Returns the runner of `--exec` jobs. */
+export function execRunner(spec: ExecSpec): JobRunner {
+  return {
+    start: (message, input, log) => startExecJob(message, input, spec, log),
+    close: () => Promise.resolve(),
+  };
+}
+
 /** Starts the job for `message`; a child that cannot be spawned ends as a failed job. */
-export function startExecJob(message: JobMessage, spec: ExecSpec, log: Logger): JobHandle {
+export function startExecJob(
+  message: JobMessage,
+  input: JobInput,
+  spec: ExecSpec,
+  log: Logger,
+): JobHandle {
   const { program, args } = commandLine(spec);
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {
       args,
-      env: jobEnvironment(message, spec.env),
+      env: { ...jobEnvironment(message, spec.env), ...input.env },
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -72,7 +86,7 @@ export function startExecJob(message: JobMessage, spec: ExecSpec, log: Logger): 
     }
   };
 
-  writeBody(child.stdin, message.body, log);
+  writeBody(child.stdin, input.body, log);
   const output = Promise.all([
     streamLines(child.stdout, (line) => log.info(line, { stream: "stdout" })),
     streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" })),
@@ -91,7 +105,21 @@ export function startExecJob(message: JobMessage, spec: ExecSpec, log: Logger): 
   return { pid, done, signal };
 }
 
-async function writeBody(stdin: WritableStream<Uint8Array>, body: string, log: Logger) {
+async function writeBody(
+  stdin: WritableStream<Uint8Array>,
+  body: string | ReadableStream<Uint8Array>,
+  log: Logger,
+) {
+  if (typeof body !== "string") {
+    // Streamed input (an S3 object) flows through with back-pressure, never whole in memory.
+    try {
+      await body.pipeTo(stdin);
+    } catch (error) {
+      log.debug("job input stream ended early", { error: describeError(error) });
+      await body.cancel().catch(() => {});
+    }
+    return;
+  }
   const writer = stdin.getWriter();
   try {
     await writer.write(encoder.encode(body));

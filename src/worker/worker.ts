@@ -18,8 +18,15 @@ import {
   toRuntimeError,
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
-import type { ExecSpec } from "./exec_runner.ts";
-import { startExecJob } from "./exec_runner.ts";
+import { execRunner } from "./exec_runner.ts";
+import {
+  type JobInput,
+  type JobRunner,
+  type JobSource,
+  type JobStep,
+  MalformedMessageError,
+} from "./runner.ts";
+import { messageSource } from "../sources/sqs_message.ts";
 import { type KillPolicy, SupervisedJob } from "./job.ts";
 import type { JobMessage } from "./message.ts";
 import { Receiver } from "./receiver.ts";
@@ -37,13 +44,14 @@ export async function runWorker(options: Options): Promise<number> {
     throw new UsageError("-d/--daemon is not available in this version yet");
   }
   if (!options.exec || !options.queue) throw new UsageError("--exec needs -q/--queue");
-  const spec: ExecSpec = {
+  if (!options.shell) await assertExecutable(options.exec);
+  const runner = execRunner({
     command: options.exec,
     args: options.args,
     shell: options.shell,
     env: options.env,
-  };
-  if (!spec.shell) await assertExecutable(spec.command);
+  });
+  const source = messageSource();
 
   const log = createLogger({
     format: options.logFormat,
@@ -63,7 +71,8 @@ export async function runWorker(options: Options): Promise<number> {
     };
     globalThis.addEventListener("unhandledrejection", onUnhandled);
     try {
-      return await new Worker({ options, spec, log, client, settleClient, queueUrl }).run();
+      return await new Worker({ options, runner, source, log, client, settleClient, queueUrl })
+        .run();
     } finally {
       globalThis.removeEventListener("unhandledrejection", onUnhandled);
     }
@@ -112,7 +121,8 @@ export async function assertExecutable(command: string): Promise<void> {
 
 interface WorkerParts {
   options: Options;
-  spec: ExecSpec;
+  runner: JobRunner;
+  source: JobSource;
   log: Logger;
   client: SQSClient;
   settleClient: SQSClient;
@@ -134,8 +144,10 @@ class Worker {
   #shutdownTimer: ReturnType<typeof setTimeout> | undefined;
   #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
+  #source: JobSource;
 
   constructor(parts: WorkerParts) {
+    this.#source = parts.source;
     this.#parts = parts;
     const { options, queueUrl } = parts;
     this.#log = parts.log.with({ queue: queueUrl });
@@ -192,6 +204,7 @@ class Worker {
       removeSignals();
       if (this.#shutdownTimer !== undefined) clearTimeout(this.#shutdownTimer);
       this.#keeper.stop();
+      await this.#parts.runner.close();
     }
     this.#log.info("worker stopped");
     return 0;
@@ -299,7 +312,7 @@ class Worker {
   }
 
   async #superviseMessage(message: JobMessage): Promise<boolean> {
-    const { options, spec } = this.#parts;
+    const { options } = this.#parts;
     const log = this.#log.with({ message_id: message.id });
     if (
       options.maxReceives !== undefined && this.#redriveLimit === undefined &&
@@ -308,8 +321,52 @@ class Worker {
       await this.#settler.park(message, options.maxReceives);
       return false;
     }
+    let steps: JobStep[];
+    try {
+      steps = this.#source.steps(message, log);
+    } catch (error) {
+      if (!(error instanceof MalformedMessageError)) throw error;
+      log.error("malformed message; releasing it", {
+        receive_count: message.receiveCount,
+        error: error.message,
+      });
+      await this.#settler.failed(message);
+      return false;
+    }
+    for (const step of steps) {
+      const stepLog = log.with(step.fields);
+      let input: JobInput | undefined;
+      try {
+        input = await step.open();
+      } catch (error) {
+        stepLog.warn("cannot open the job's input; releasing the message", {
+          error: describeAwsError(error),
+        });
+        await this.#settler.failed(message);
+        return false;
+      }
+      if (input === undefined) continue;
+      if (!await this.#runJob(message, input, stepLog)) {
+        await this.#settler.failed(message);
+        return false;
+      }
+      if (step.succeeded) {
+        await step.succeeded().catch((error) =>
+          stepLog.warn("the job succeeded but its follow-up failed", {
+            error: describeAwsError(error),
+          })
+        );
+      }
+    }
+    await this.#settler.succeeded(message);
+    return true;
+  }
+
+  /** Runs one job to its end; resolves true when it succeeded. */
+  async #runJob(message: JobMessage, input: JobInput, log: Logger): Promise<boolean> {
     log.info("job started", { receive_count: message.receiveCount });
-    const job = new SupervisedJob(startExecJob(message, spec, log), this.#killPolicy, log);
+    const handle = this.#parts.runner.start(message, input, log);
+    const job = new SupervisedJob(handle, this.#killPolicy, log);
     this.#running.add(job);
     if (this.#forced) job.kill("second signal");
     const outcome = await job.outcome;
@@ -322,13 +379,8 @@ class Worker {
       outcome: outcome.succeeded ? "succeeded" : outcome.killed ? "killed" : "failed",
       error: outcome.result.error,
     };
-    if (outcome.succeeded) {
-      log.info("job finished", fields);
-      await this.#settler.succeeded(message);
-    } else {
-      log.warn("job failed", fields);
-      await this.#settler.failed(message);
-    }
+    if (outcome.succeeded) log.info("job finished", fields);
+    else log.warn("job failed", fields);
     return outcome.succeeded;
   }
 }
