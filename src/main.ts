@@ -13,6 +13,12 @@ import { runWorker } from "./worker/worker.ts";
 
 const encoder = new TextEncoder();
 
+/**
+ * True while the worker runs: it then owns the process and handles stray rejections
+ * itself (it logs them and carries on), so the last-resort handler must not exit.
+ */
+let workerRunning = false;
+
 /** Where main writes; replaceable for tests. */
 export interface MainIo {
   /** Writes text to stdout as is. */
@@ -124,7 +130,12 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
         return 0;
       case "exec":
       case "run":
-        return await runWorker(options);
+        workerRunning = true;
+        try {
+          return await runWorker(options);
+        } finally {
+          workerRunning = false;
+        }
       default:
         return await runAdmin(options, {
           print: (line) => io.stdout(`${line}\n`),
@@ -137,14 +148,16 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
 }
 
 if (import.meta.main) {
-  // Anything that escapes main (a stray rejection in a library) is still one line.
+  // Anything that escapes main (a stray rejection in a library) is still one line, exit 1.
+  // A running worker keeps going instead, as it holds messages: it logs stray rejections
+  // itself, and an uncaught exception is reported here.
   const last = (error: unknown) => {
     writeAllSync(Deno.stderr, `sqsrun: unexpected error: ${describeError(error)}\n`);
-    Deno.exit(EXIT_RUNTIME);
+    if (!workerRunning) Deno.exit(EXIT_RUNTIME);
   };
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
-    last(event.reason);
+    if (!workerRunning) last(event.reason);
   });
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();

@@ -6,27 +6,7 @@
 import { equal, ok } from "node:assert/strict";
 import { join } from "node:path";
 import meta from "../deno.json" with { type: "json" };
-import { type CliResult, lines, runCli } from "./support/cli.ts";
-
-/** Checks the shape every error must have: one line, `sqsrun: `, no stack, no stdout. */
-export function assertOneLineError(
-  result: CliResult,
-  code: number,
-  mentions: string[],
-  context = "",
-): void {
-  const where = `${context}\nstderr: ${JSON.stringify(result.stderr)}`;
-  equal(result.timedOut, false, `timed out ${where}`);
-  equal(result.code, code, `exit code ${where}`);
-  equal(result.stdout, "", `stdout must be empty ${where}`);
-  const errorLines = lines(result.stderr);
-  equal(errorLines.length, 1, `exactly one stderr line ${where}`);
-  ok(errorLines[0].startsWith("sqsrun: "), `starts with 'sqsrun: ' ${where}`);
-  ok(!result.stderr.includes("    at "), `no stack frame ${where}`);
-  for (const mention of mentions) {
-    ok(errorLines[0].includes(mention), `mentions ${JSON.stringify(mention)} ${where}`);
-  }
-}
+import { assertOneLineError, lines, runCli } from "./support/cli.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "sqsrun_cli_test_" });
 const file = (name: string, text: string): string => {

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { equal, ok } from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { runtimeFlags } from "../../src/permissions.ts";
 
@@ -148,4 +149,24 @@ export function runAwsCli(
 export function lines(text: string): string[] {
   const trimmed = text.endsWith("\n") ? text.slice(0, -1) : text;
   return trimmed === "" ? [] : trimmed.split("\n");
+}
+
+/** Checks the shape every error must have: one line, `sqsrun: `, no stack, no stdout. */
+export function assertOneLineError(
+  result: CliResult,
+  code: number,
+  mentions: string[],
+  context = "",
+): void {
+  const where = `${context}\nstderr: ${JSON.stringify(result.stderr)}`;
+  equal(result.timedOut, false, `timed out ${where}`);
+  equal(result.code, code, `exit code ${where}`);
+  equal(result.stdout, "", `stdout must be empty ${where}`);
+  const errorLines = lines(result.stderr);
+  equal(errorLines.length, 1, `exactly one stderr line ${where}`);
+  ok(errorLines[0].startsWith("sqsrun: "), `starts with 'sqsrun: ' ${where}`);
+  ok(!result.stderr.includes("    at "), `no stack frame ${where}`);
+  for (const mention of mentions) {
+    ok(errorLines[0].includes(mention), `mentions ${JSON.stringify(mention)} ${where}`);
+  }
 }
