@@ -150,6 +150,12 @@ export function describeAwsError(error: unknown, subject?: string): string {
   const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
   const about = subject ? `${subject}: ` : "";
   if (isQueueMissing(error)) return `${about}queue does not exist`;
+  if (code === "QueueAlreadyExists" || code === "QueueNameExists") {
+    return `${about}a queue of this name already exists with other attributes (change them with --attr)`;
+  }
+  if (code === "QueueDeletedRecently") {
+    return `${about}a queue of this name was deleted less than 60 seconds ago; wait, then create it again`;
+  }
   if (code && CREDENTIAL_CODES.has(code)) {
     return `${about}AWS rejected the credentials (${code})`;
   }

@@ -138,6 +138,11 @@ for (const backend of sqsBackends()) {
     const [url] = assertOk(await sqsrun(["--create", "-q", queue, "-t", "77"]), "create");
     try {
       equal((await queueAttributes(aws, url)).VisibilityTimeout, "77");
+      // The same name with other attributes is refused, in one line.
+      assertOneLineError(await sqsrun(["--create", "-q", queue, "-t", "78"]), 1, [
+        `queue '${queue}'`,
+        "already exists",
+      ]);
     } finally {
       await sqsrun(["--delete", "-q", queue]);
     }
