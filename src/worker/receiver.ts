@@ -26,8 +26,8 @@ export interface ReceiverOptions {
   /** `-i`: pause after an empty short poll, and the floor of the error back-off. */
   intervalSeconds: number;
   log: Logger;
-  /** Called after every receive call that answered (for health). */
-  onPoll?: () => void;
+  /** Called after every receive call that answered, with the number of messages (health, metrics). */
+  onPoll?: (received: number) => void;
   /** Called after every failed receive call (for metrics). */
   onError?: () => void;
 }
@@ -66,7 +66,7 @@ export class Receiver {
         options.log.info("receiving again", { after_failures: this.#failures });
       }
       this.#failures = 0;
-      options.onPoll?.();
+      options.onPoll?.(result.Messages?.length ?? 0);
       const messages: JobMessage[] = [];
       for (const raw of result.Messages ?? []) {
         const message = toJobMessage(raw, options.queueUrl, receivedAt);

@@ -27,6 +27,7 @@ import {
   MalformedMessageError,
 } from "./runner.ts";
 import { messageSource } from "../sources/sqs_message.ts";
+import { noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
 import { type KillPolicy, SupervisedJob } from "./job.ts";
 import type { JobMessage } from "./message.ts";
 import { Receiver } from "./receiver.ts";
@@ -35,23 +36,41 @@ import { Settler } from "./settle.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
 import { VisibilityKeeper } from "./visibility.ts";
 
-/** Runs the worker until a signal ends it; resolves to the process exit code. */
-export async function runWorker(options: Options): Promise<number> {
+/**
+ * Chooses how each job runs (`--exec` child or `--run` module); fails with a
+ * UsageError when that cannot work (missing program, module that does not load).
+ */
+async function createRunner(options: Options): Promise<JobRunner> {
   if (options.command === "run") {
     throw new UsageError("--run modules are not available in this version yet; use --exec");
   }
-  if (options.daemon !== undefined) {
-    throw new UsageError("-d/--daemon is not available in this version yet");
-  }
-  if (!options.exec || !options.queue) throw new UsageError("--exec needs -q/--queue");
+  if (!options.exec) throw new UsageError("--exec needs a COMMAND");
   if (!options.shell) await assertExecutable(options.exec);
-  const runner = execRunner({
+  return execRunner({
     command: options.exec,
     args: options.args,
     shell: options.shell,
     env: options.env,
   });
-  const source = messageSource();
+}
+
+/** Chooses where each job's input comes from (the message body, or S3 objects). */
+function createSource(_options: Options, _deps: { metrics: WorkerMetrics }): JobSource {
+  return messageSource();
+}
+
+/** Starts the metrics sinks the options ask for (DogStatsD, Prometheus/health). */
+function createMetrics(_options: Options, _log: Logger): Promise<WorkerMetrics> {
+  return Promise.resolve(noMetrics());
+}
+
+/** Runs the worker until a signal ends it; resolves to the process exit code. */
+export async function runWorker(options: Options): Promise<number> {
+  if (options.daemon !== undefined) {
+    throw new UsageError("-d/--daemon is not available in this version yet");
+  }
+  if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
+  const runner = await createRunner(options);
 
   const log = createLogger({
     format: options.logFormat,
@@ -63,6 +82,8 @@ export async function runWorker(options: Options): Promise<number> {
     // Deletes and extensions must not wait behind a long poll's generous timeout.
     const settleClient = createSqsClient({ ...options, wait: 0 });
     const queueUrl = await resolveWorkerQueue(client, options.queue, log);
+    const metrics = await createMetrics(options, log);
+    const source = createSource(options, { metrics });
     // One stray rejection (a library's, or ours) must not end a worker that holds
     // other people's messages: log it and carry on.
     const onUnhandled = (event: PromiseRejectionEvent) => {
@@ -71,12 +92,21 @@ export async function runWorker(options: Options): Promise<number> {
     };
     globalThis.addEventListener("unhandledrejection", onUnhandled);
     try {
-      return await new Worker({ options, runner, source, log, client, settleClient, queueUrl })
-        .run();
+      return await new Worker({
+        options,
+        runner,
+        source,
+        metrics,
+        log,
+        client,
+        settleClient,
+        queueUrl,
+      }).run();
     } finally {
       globalThis.removeEventListener("unhandledrejection", onUnhandled);
     }
   } finally {
+    await runner.close();
     log.close();
   }
 }
@@ -121,6 +151,7 @@ export async function assertExecutable(command: string): Promise<void> {
 
 interface WorkerParts {
   options: Options;
+  metrics: WorkerMetrics;
   runner: JobRunner;
   source: JobSource;
   log: Logger;
@@ -157,12 +188,15 @@ class Worker {
       timeoutSeconds: options.timeout,
       extendAfterSeconds: options.extendTimeout,
       log: this.#log,
+      onExtended: () => parts.metrics.visibilityExtended(),
     });
     this.#settler = new Settler({
       calls: this.#batcher,
       untrack: (message) => this.#keeper.untrack(message),
       log: this.#log,
       backoff: options.backoff,
+      onDeleted: () => parts.metrics.messageDeleted(),
+      onReleased: () => parts.metrics.messageReleased(),
     });
     this.#scheduler = new Scheduler({
       concurrency: options.concurrency,
@@ -177,6 +211,11 @@ class Worker {
       batchSize: options.batchSize,
       intervalSeconds: options.interval,
       log: this.#log,
+      onPoll: (received) => {
+        parts.metrics.polled();
+        if (received > 0) parts.metrics.messagesReceived(received);
+      },
+      onError: () => parts.metrics.receiveError(),
     });
     this.#killPolicy = {
       killAfterMs: options.killTimeout * 1000,
@@ -204,7 +243,7 @@ class Worker {
       removeSignals();
       if (this.#shutdownTimer !== undefined) clearTimeout(this.#shutdownTimer);
       this.#keeper.stop();
-      await this.#parts.runner.close();
+      await this.#parts.metrics.close();
     }
     this.#log.info("worker stopped");
     return 0;
@@ -266,6 +305,7 @@ class Worker {
       shutdown_timeout: timeout,
     });
     this.#receiveAbort.abort();
+    this.#parts.metrics.draining();
     this.#shutdownTimer = setTimeout(() => {
       for (const job of this.#running) job.terminate("shutdown timeout");
     }, timeout * 1000);
@@ -362,15 +402,30 @@ class Worker {
     return true;
   }
 
+  #reportSlots(): void {
+    this.#parts.metrics.slots(this.#running.size, this.#scheduler.freeSlots);
+  }
+
   /** Runs one job to its end; resolves true when it succeeded. */
   async #runJob(message: JobMessage, input: JobInput, log: Logger): Promise<boolean> {
+    const { metrics } = this.#parts;
     log.info("job started", { receive_count: message.receiveCount });
+    metrics.jobStarted(
+      message.sentTimestamp === undefined ? undefined : Date.now() - message.sentTimestamp,
+    );
     const handle = this.#parts.runner.start(message, input, log);
     const job = new SupervisedJob(handle, this.#killPolicy, log);
     this.#running.add(job);
+    this.#reportSlots();
     if (this.#forced) job.kill("second signal");
     const outcome = await job.outcome;
     this.#running.delete(job);
+    metrics.jobFinished({
+      durationMs: outcome.durationMs,
+      succeeded: outcome.succeeded,
+      killed: outcome.killed,
+    });
+    this.#reportSlots();
     const fields = {
       receive_count: message.receiveCount,
       exit_code: outcome.result.code,

@@ -1,0 +1,82 @@
+/**
+ * What the worker reports while it runs. Sinks (DogStatsD, Prometheus, health)
+ * implement this interface; the worker calls it without knowing which are on.
+ *
+ * @module
+ */
+
+/** A job that just ended. */
+export interface JobFinished {
+  durationMs: number;
+  succeeded: boolean;
+  /** The supervisor had to signal it. */
+  killed: boolean;
+}
+
+/** Events and levels the worker reports. Every method must be cheap and never throw. */
+export interface WorkerMetrics {
+  /** A receive call answered (health: the receive loop is alive). */
+  polled(): void;
+  /** Messages received by one call. */
+  messagesReceived(count: number): void;
+  /** A receive call failed. */
+  receiveError(): void;
+  /** A job is starting; `ageMs` is the time since SQS accepted the message. */
+  jobStarted(ageMs: number | undefined): void;
+  /** A job ended. */
+  jobFinished(job: JobFinished): void;
+  messageDeleted(): void;
+  messageReleased(): void;
+  visibilityExtended(): void;
+  /** An S3 record named an object that no longer exists. */
+  s3ObjectMissing(): void;
+  /** Jobs running and slots free, after every change. */
+  slots(running: number, free: number): void;
+  /** The worker stopped receiving (drain); health turns unready. */
+  draining(): void;
+  /** Flushes and closes the sinks. */
+  close(): Promise<void>;
+}
+
+/** Metrics that go nowhere. */
+export function noMetrics(): WorkerMetrics {
+  const nothing = () => {};
+  return {
+    polled: nothing,
+    messagesReceived: nothing,
+    receiveError: nothing,
+    jobStarted: nothing,
+    jobFinished: nothing,
+    messageDeleted: nothing,
+    messageReleased: nothing,
+    visibilityExtended: nothing,
+    s3ObjectMissing: nothing,
+    slots: nothing,
+    draining: nothing,
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Sends every event to each of `sinks`. */
+export function fanOut(sinks: WorkerMetrics[]): WorkerMetrics {
+  if (sinks.length === 1) return sinks[0];
+  const each = <K extends keyof WorkerMetrics>(key: K) => (...args: unknown[]) => {
+    for (const sink of sinks) (sink[key] as (...values: unknown[]) => unknown)(...args);
+  };
+  return {
+    polled: each("polled"),
+    messagesReceived: each("messagesReceived"),
+    receiveError: each("receiveError"),
+    jobStarted: each("jobStarted"),
+    jobFinished: each("jobFinished"),
+    messageDeleted: each("messageDeleted"),
+    messageReleased: each("messageReleased"),
+    visibilityExtended: each("visibilityExtended"),
+    s3ObjectMissing: each("s3ObjectMissing"),
+    slots: each("slots"),
+    draining: each("draining"),
+    close: async () => {
+      await Promise.all(sinks.map((sink) => sink.close()));
+    },
+  };
+}
