@@ -386,7 +386,7 @@ Job:
   -x, --kill-timeout SEC          Send SIGTERM to a job running longer than SEC
                                   (default: timeout*5)
   -X, --kill-retry SEC            Repeat the kill signal every SEC (default: ${d.killRetry})
-      --kill-grace SEC            After a kill signal, wait SEC, then SIGKILL (default: ${d.killGrace})
+      --kill-grace SEC            SIGKILL a job SEC after the first SIGTERM (default: ${d.killGrace})
   -i, --interval SEC              Polling interval when the queue was empty (default: ${d.interval})
       --wait SEC                  Long-poll wait, whole seconds 0..20 (default: ${d.wait})
   -c, --concurrency N             Jobs run at once, 1..1000 (default: ${d.concurrency})
@@ -395,7 +395,8 @@ Job:
       --env KEY=VALUE             Set an environment variable of the job (repeatable)
       --backoff BASE[,MAX]        Delay a failed message BASE*2^(receives-1) seconds, at most
                                   MAX (default: off, retry at once; MAX default: ${d.backoffMax})
-      --max-receives N            Delete a message after N failed receives (default: never)
+      --max-receives N            Stop running a message received more than N times
+                                  (default: no limit)
       --shutdown-timeout SEC      On SIGTERM/SIGINT, wait SEC for running jobs
                                   (default: the kill timeout)
   -d, --daemon PIDFILE            Run in the background, pid in PIDFILE (default: foreground)
