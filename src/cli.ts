@@ -175,7 +175,8 @@ export function parseFlags(argv: string[]): ParsedFlags {
       parsed.argvCount++;
       continue;
     }
-    const config = FLAGS[token.name];
+    // Own keys only: `--constructor` must not find Object.prototype.constructor.
+    const config = Object.hasOwn(FLAGS, token.name) ? FLAGS[token.name] : undefined;
     if (!config) {
       throw new UsageError(`unknown option '${token.rawName}' (see sqsrun --help)`);
     }

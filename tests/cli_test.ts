@@ -32,6 +32,8 @@ const BAD_INPUTS: [string[], number, string[]][] = [
   [["--bogus"], 2, ["'--bogus'"]],
   [["--bogus=value", "--list"], 2, ["'--bogus'"]],
   [["-Z", "--list"], 2, ["'-Z'"]],
+  [["--constructor", "--list"], 2, ["'--constructor'"]],
+  [["--__proto__", "--list"], 2, ["'--__proto__'"]],
   [["--list", "stray"], 2, ["'stray'"]],
   [["--list", "--push", "x", "-q", "q"], 2, ["--list", "--push"]],
   [["--list", "--delete", "-q", "q"], 2, ["--list", "--delete"]],
