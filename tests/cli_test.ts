@@ -6,6 +6,7 @@
 import { equal, ok } from "node:assert/strict";
 import { join } from "node:path";
 import meta from "../deno.json" with { type: "json" };
+import { main } from "../src/main.ts";
 import { assertOneLineError, lines, runCli } from "./support/cli.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "sqsrun_cli_test_" });
@@ -259,6 +260,29 @@ Deno.test("an empty configuration file is an empty layer", async () => {
   const result = await runCli(["-f", path, "--configure", out, "-q", "q"], { timeoutMs: 20_000 });
   equal(result.code, 0, result.stderr);
   ok(Deno.readTextFileSync(out).includes("queue: q\n"));
+});
+
+Deno.test("an unexpected error is one line, exit 1, with the secret redacted", async () => {
+  let stderr = "";
+  const code = await main(["-k", "AKID", "-s", "Hush-123", "--configure", join(dir, "u.yaml")], {
+    stdout: () => {},
+    stderr: (text) => {
+      stderr += text;
+    },
+    readStdin: () => Promise.resolve(new Uint8Array()),
+  });
+  equal(code, 0, stderr);
+  const failing = await main(["-s", "Hush-123", "-V"], {
+    stdout: () => {
+      throw new TypeError("cannot write Hush-123\n    at somewhere (x.ts:1:1)");
+    },
+    stderr: (text) => {
+      stderr += text;
+    },
+    readStdin: () => Promise.resolve(new Uint8Array()),
+  });
+  equal(failing, 1);
+  equal(stderr, "sqsrun: unexpected error: cannot write ***\n");
 });
 
 globalThis.addEventListener("unload", () => {
