@@ -39,14 +39,44 @@ export function regionFromQueueUrl(queue: string | undefined): string | undefine
   return match?.[1];
 }
 
-/** Resolves the region: flag, environment, the queue URL, then an emulator default. */
+/**
+ * Returns the region named in an AWS endpoint host (`sqs.eu-west-1.amazonaws.com`, a VPC
+ * endpoint `vpce-1a2b.sqs.eu-west-1.vpce.amazonaws.com`), if it is one.
+ */
+export function regionFromEndpoint(endpoint: string | undefined): string | undefined {
+  const host = endpointHost(endpoint);
+  return host
+    ? /(?:^|\.)([a-z]{2}(?:-[a-z]+)+-\d+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$/.exec(host)?.[1]
+    : undefined;
+}
+
+function endpointHost(endpoint: string | undefined): string | undefined {
+  if (!endpoint) return undefined;
+  try {
+    return new URL(endpoint).hostname.toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Returns true for an endpoint that is not AWS itself: an emulator or a proxy. */
+function isCustomEndpoint(endpoint: string | undefined): boolean {
+  const host = endpointHost(endpoint);
+  return host !== undefined && !/(^|\.)amazonaws\.com(\.cn)?$/.test(host);
+}
+
+/**
+ * Resolves the region: flag, environment, the queue URL, an AWS endpoint's host, then
+ * an emulator default for a non-AWS endpoint. Undefined leaves it to the SDK (the profile).
+ */
 export function resolveRegion(
   options: AwsOptions,
   env: (name: string) => string | undefined = Deno.env.get,
 ): string | undefined {
+  const endpoint = resolveEndpoint(options, env);
   return options.region ?? env("AWS_REGION") ?? env("AWS_DEFAULT_REGION") ??
-    regionFromQueueUrl(options.queue) ??
-    (resolveEndpoint(options, env) ? EMULATOR_REGION : undefined);
+    regionFromQueueUrl(options.queue) ?? regionFromEndpoint(endpoint) ??
+    (isCustomEndpoint(endpoint) ? EMULATOR_REGION : undefined);
 }
 
 function clientConfig(options: AwsOptions, endpoint: string | undefined) {

@@ -3,8 +3,11 @@
  * `--push`) against both emulators, with the AWS CLI as the independent check of
  * what sqsrun did.
  */
-import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
 import { join } from "node:path";
+import { decodeBody, queueName } from "../src/admin.ts";
+import { regionFromEndpoint, resolveRegion } from "../src/aws.ts";
+import { UsageError } from "../src/errors.ts";
 import { assertOneLineError, type CliResult, lines, runAwsCli, runCli } from "./support/cli.ts";
 import {
   awsCliPath,
@@ -418,5 +421,48 @@ Deno.test("an unreachable endpoint fails every admin command quickly, exit 1", a
     });
     assertOneLineError(result, 1, ["cannot reach the SQS endpoint"], args.join(" "));
     ok(result.durationMs < 15_000, `${args.join(" ")} took ${result.durationMs} ms`);
+  }
+});
+
+Deno.test("the region comes from flags, environment, queue URL, endpoint host, in that order", () => {
+  const none = () => undefined;
+  const env = (values: Record<string, string>) => (name: string) => values[name];
+  equal(resolveRegion({}, none), undefined, "left to the SDK and the profile");
+  equal(resolveRegion({ region: "eu-west-3" }, env({ AWS_REGION: "x" })), "eu-west-3");
+  equal(
+    resolveRegion({}, env({ AWS_REGION: "ap-south-1", AWS_DEFAULT_REGION: "x" })),
+    "ap-south-1",
+  );
+  equal(resolveRegion({}, env({ AWS_DEFAULT_REGION: "sa-east-1" })), "sa-east-1");
+  equal(
+    resolveRegion({ queue: "https://sqs.eu-north-1.amazonaws.com/123456789012/jobs" }, none),
+    "eu-north-1",
+  );
+  equal(resolveRegion({ endpointUrl: "http://127.0.0.1:9324" }, none), "us-east-1");
+  equal(resolveRegion({}, env({ AWS_ENDPOINT_URL: "http://localhost:4566" })), "us-east-1");
+  const vpce = "https://vpce-0a1b2c3d-xyz.sqs.eu-central-1.vpce.amazonaws.com";
+  equal(resolveRegion({ endpointUrl: vpce }, none), "eu-central-1");
+  equal(regionFromEndpoint("https://sqs.us-gov-west-1.amazonaws.com"), "us-gov-west-1");
+  equal(regionFromEndpoint("https://sqs.cn-north-1.amazonaws.com.cn"), "cn-north-1");
+  equal(regionFromEndpoint("http://127.0.0.1:9324"), undefined);
+  // An AWS host without a region must not be signed for the emulator default.
+  equal(resolveRegion({ endpointUrl: "https://sqs.amazonaws.com" }, none), undefined);
+});
+
+Deno.test("queue names from URLs, and message bodies SQS accepts", () => {
+  equal(queueName("jobs"), "jobs");
+  equal(queueName("https://sqs.eu-west-1.amazonaws.com/123456789012/jobs.fifo"), "jobs.fifo");
+  equal(queueName("http://127.0.0.1:9324/000000000000/q/"), "q");
+  const text = "tab\there\r\nünï ✓ 🚀\n";
+  equal(decodeBody(new TextEncoder().encode(text), "stdin"), text);
+  for (
+    const bytes of [
+      new Uint8Array(),
+      new Uint8Array([0xc3]),
+      new Uint8Array([0x01]),
+      new Uint8Array(256 * 1024 + 1).fill(0x20),
+    ]
+  ) {
+    throws(() => decodeBody(bytes, "stdin"), UsageError);
   }
 });
