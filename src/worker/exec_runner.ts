@@ -57,7 +57,7 @@ export function startExecJob(
   try {
     child = new Deno.Command(program, {
       args,
-      env: { ...jobEnvironment(message, spec.env), ...input.env },
+      env: jobEnvironment(message, { ...spec.env, ...input.env }),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -139,31 +139,39 @@ export async function streamLines(
   emit: (line: string) => void,
 ): Promise<void> {
   const decoder = new TextDecoder();
-  let pending = new Uint8Array(0);
-  const flush = (bytes: Uint8Array) => {
-    let text = decoder.decode(bytes);
-    if (text.endsWith("\r")) text = text.slice(0, -1);
-    emit(text);
+  const emitBytes = (bytes: Uint8Array) => {
+    const text = decoder.decode(bytes);
+    emit(text.endsWith("\r") ? text.slice(0, -1) : text);
   };
+  // Emits the longest head of `data` under the limit that ends on a character boundary.
+  const emitPiece = (data: Uint8Array): Uint8Array => {
+    let cut = MAX_LINE_BYTES;
+    while (cut > 0 && (data[cut] & 0xc0) === 0x80) cut--;
+    if (cut === 0) cut = MAX_LINE_BYTES;
+    emitBytes(data.subarray(0, cut));
+    return data.subarray(cut);
+  };
+  let pending: Uint8Array = new Uint8Array(0);
   try {
     for await (const chunk of stream) {
       let data = pending.length ? concat(pending, chunk) : chunk;
       let newline = data.indexOf(10);
       while (newline !== -1) {
-        flush(data.subarray(0, newline));
+        let line = data.subarray(0, newline);
+        while (line.length > MAX_LINE_BYTES) line = emitPiece(line);
+        emitBytes(line);
         data = data.subarray(newline + 1);
         newline = data.indexOf(10);
       }
-      while (data.length >= MAX_LINE_BYTES) {
-        flush(data.subarray(0, MAX_LINE_BYTES));
-        data = data.subarray(MAX_LINE_BYTES);
-      }
+      // A line without an end yet is cut too, so one endless line cannot grow memory.
+      while (data.length > MAX_LINE_BYTES) data = emitPiece(data);
       pending = data.slice();
     }
   } catch {
     // The pipe broke; what was read has been logged.
   }
-  if (pending.length) flush(pending);
+  while (pending.length > MAX_LINE_BYTES) pending = emitPiece(pending);
+  if (pending.length) emitBytes(pending);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
