@@ -5,6 +5,7 @@
  * @module
  */
 import { GetQueueUrlCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { S3Client } from "@aws-sdk/client-s3";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { RuntimeError, UsageError } from "./errors.ts";
 
@@ -24,12 +25,27 @@ export interface AwsOptions {
 /** Region used against a custom endpoint when nothing else names one (emulators ignore it). */
 const EMULATOR_REGION = "us-east-1";
 
-/** Returns the endpoint from the options or the standard AWS environment variables. */
+/**
+ * Returns the endpoint from the options or the standard AWS environment variables;
+ * else, for a queue URL outside AWS (an emulator, a proxy), that URL's origin.
+ */
 export function resolveEndpoint(
   options: AwsOptions,
   env: (name: string) => string | undefined = Deno.env.get,
 ): string | undefined {
-  return options.endpointUrl ?? env("AWS_ENDPOINT_URL_SQS") ?? env("AWS_ENDPOINT_URL");
+  return options.endpointUrl ?? env("AWS_ENDPOINT_URL_SQS") ?? env("AWS_ENDPOINT_URL") ??
+    nonAwsQueueOrigin(options.queue);
+}
+
+/** The origin of a queue URL that is not on an AWS host, so the SDK need not guess it per call. */
+function nonAwsQueueOrigin(queue: string | undefined): string | undefined {
+  if (!queue || !isQueueUrl(queue)) return undefined;
+  try {
+    const url = new URL(queue);
+    return /\.amazonaws\.com(\.cn)?$/.test(url.hostname) ? undefined : url.origin;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Returns the region of an `https://sqs.<region>.amazonaws.com/...` queue URL, if it is one. */
@@ -79,11 +95,14 @@ export function resolveRegion(
     (isCustomEndpoint(endpoint) ? EMULATOR_REGION : undefined);
 }
 
-function clientConfig(options: AwsOptions, endpoint: string | undefined) {
+function clientConfig(
+  options: AwsOptions,
+  endpoint: string | undefined,
+  requestTimeoutMs = (options.wait ?? 20) * 1000 + 10_000,
+) {
   if ((options.keyId === undefined) !== (options.secretKey === undefined)) {
     throw new UsageError("-k/--key-id and -s/--secret-key must be given together");
   }
-  const waitMs = (options.wait ?? 20) * 1000;
   return {
     region: resolveRegion(options),
     endpoint,
@@ -96,7 +115,7 @@ function clientConfig(options: AwsOptions, endpoint: string | undefined) {
     // endpoint must fail the call so the caller's back-off takes over.
     requestHandler: new NodeHttpHandler({
       connectionTimeout: 5_000,
-      requestTimeout: waitMs + 10_000,
+      requestTimeout: requestTimeoutMs,
       throwOnRequestTimeout: true,
     }),
   };
@@ -105,6 +124,39 @@ function clientConfig(options: AwsOptions, endpoint: string | undefined) {
 /** Creates an SQS client for the options. */
 export function createSqsClient(options: AwsOptions): SQSClient {
   return new SQSClient(clientConfig(options, resolveEndpoint(options)));
+}
+
+/**
+ * Returns the S3 endpoint: `AWS_ENDPOINT_URL_S3`, else `--endpoint-url` when it is not
+ * an AWS host (an emulator or proxy serving both; an SQS VPC endpoint cannot serve S3),
+ * else `AWS_ENDPOINT_URL`. Undefined leaves it to the SDK (the region's S3).
+ */
+export function resolveS3Endpoint(
+  options: AwsOptions,
+  env: (name: string) => string | undefined = Deno.env.get,
+): string | undefined {
+  const flag = isCustomEndpoint(options.endpointUrl) ? options.endpointUrl : undefined;
+  return env("AWS_ENDPOINT_URL_S3") ?? flag ?? env("AWS_ENDPOINT_URL");
+}
+
+/**
+ * How long an S3 request may take until its response headers arrive. The body has no
+ * time limit: a job may read its stdin as slowly as it likes (back-pressure), and
+ * the SDK's request timeout ends once the headers are in.
+ */
+const S3_HEADERS_TIMEOUT_MS = 30_000;
+
+/**
+ * Creates an S3 client for the options: the same credentials and region as SQS, the
+ * endpoint from {@linkcode resolveS3Endpoint}, path-style addressing on a custom
+ * endpoint (emulators and proxies rarely serve `bucket.host` names).
+ */
+export function createS3Client(options: AwsOptions): S3Client {
+  const endpoint = resolveS3Endpoint(options);
+  return new S3Client({
+    ...clientConfig(options, endpoint, S3_HEADERS_TIMEOUT_MS),
+    forcePathStyle: endpoint !== undefined,
+  });
 }
 
 /** Returns true when `queue` is a queue URL rather than a name. */
@@ -174,11 +226,16 @@ export function isPermanentError(error: unknown): boolean {
     (cause instanceof Error && /Region is missing/i.test(cause.message));
 }
 
-/** Describes an AWS failure in one line, naming what was being done. */
-export function describeAwsError(error: unknown, subject?: string): string {
+/**
+ * Describes an AWS failure in one line, naming what was being done; `service` names
+ * the endpoint in network errors.
+ */
+export function describeAwsError(error: unknown, subject?: string, service = "SQS"): string {
   const code = errorCode(error);
   const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
   const about = subject ? `${subject}: ` : "";
+  // sqsrun's own errors already say what happened, in one line.
+  if (error instanceof RuntimeError) return `${about}${message}`;
   if (isQueueMissing(error)) return `${about}queue does not exist`;
   if (code === "QueueAlreadyExists" || code === "QueueNameExists") {
     return `${about}a queue of this name already exists with other attributes (change them with --attr)`;
@@ -196,13 +253,13 @@ export function describeAwsError(error: unknown, subject?: string): string {
     return `${about}no AWS region: give --region or set AWS_REGION`;
   }
   if (code === "ECONNREFUSED" || /ECONNREFUSED|connection refused/i.test(message)) {
-    return `${about}cannot reach the SQS endpoint (connection refused)`;
+    return `${about}cannot reach the ${service} endpoint (connection refused)`;
   }
   if (code === "ENOTFOUND" || /getaddrinfo|ENOTFOUND|dns error/i.test(message)) {
-    return `${about}cannot resolve the SQS endpoint host`;
+    return `${about}cannot resolve the ${service} endpoint host`;
   }
   if (code === "TimeoutError" || /timed? ?out/i.test(message)) {
-    return `${about}the SQS endpoint did not answer in time`;
+    return `${about}the ${service} endpoint did not answer in time`;
   }
   const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
   return `${about}${detail || "unknown AWS error"}`;

@@ -96,7 +96,12 @@ export function startExecJob(
     exited = true;
     // The job is over when its leader exits: whatever it left running goes too.
     signal("SIGKILL");
-    await Promise.race([output, new Promise((resolve) => setTimeout(resolve, OUTPUT_DRAIN_MS))]);
+    let drainTimer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      output,
+      new Promise((resolve) => drainTimer = setTimeout(resolve, OUTPUT_DRAIN_MS)),
+    ]);
+    clearTimeout(drainTimer);
     return {
       code: status.signal ? null : status.code,
       signal: status.signal ?? null,

@@ -85,6 +85,23 @@ export class Scheduler {
     return this.#wait(() => this.freeSlots > 0, signal);
   }
 
+  /**
+   * Resolves once `count` slots are free, or `maxWaitMs` after the call, or when
+   * `signal` aborts: lets one receive call fill several slots that free up close
+   * together instead of one call per slot.
+   */
+  async slotsFree(count: number, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.freeSlots >= count || signal?.aborted) return;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), maxWaitMs);
+    const either = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
+    try {
+      await this.#wait(() => this.freeSlots >= count, either);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Resolves when no message is in hand. */
   idle(): Promise<void> {
     if (this.#inHand === 0) return Promise.resolve();

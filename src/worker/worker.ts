@@ -6,10 +6,11 @@
  * @module
  */
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import type { Options } from "../config.ts";
+import { LISTEN_HOST, type Options, parseAddress } from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { describeError, RuntimeError, UsageError } from "../errors.ts";
 import {
+  createS3Client,
   createSqsClient,
   describeAwsError,
   isPermanentError,
@@ -19,6 +20,8 @@ import {
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import { execRunner } from "./exec_runner.ts";
+import { moduleRunner } from "./module_runner.ts";
+import { runDaemon } from "../daemon.ts";
 import {
   type JobInput,
   type JobRunner,
@@ -27,7 +30,11 @@ import {
   MalformedMessageError,
 } from "./runner.ts";
 import { messageSource } from "../sources/sqs_message.ts";
-import { noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
+import { fanOut, noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
+import { resolveStatsdAddress, statsdMetrics, statsdTags } from "../metrics/statsd.ts";
+import { healthWindowMs, startHttpMetrics } from "../metrics/http.ts";
+import { s3EventSource } from "../sources/s3_event.ts";
+import { queueName } from "../admin.ts";
 import { type KillPolicy, SupervisedJob } from "./job.ts";
 import type { JobMessage } from "./message.ts";
 import { Receiver } from "./receiver.ts";
@@ -36,13 +43,18 @@ import { Settler } from "./settle.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
 import { VisibilityKeeper } from "./visibility.ts";
 
+/** How long a freed slot waits for others to share one receive call. */
+const RECEIVE_COALESCE_MS = 20;
+
 /**
  * Chooses how each job runs (`--exec` child or `--run` module); fails with a
  * UsageError when that cannot work (missing program, module that does not load).
  */
 async function createRunner(options: Options): Promise<JobRunner> {
   if (options.command === "run") {
-    throw new UsageError("--run modules are not available in this version yet; use --exec");
+    if (!options.run) throw new UsageError("--run needs a SCRIPT");
+    // Loaded once here, before anything is received: a module that cannot load is a usage error.
+    return await moduleRunner({ path: options.run, args: options.args, env: options.env });
   }
   if (!options.exec) throw new UsageError("--exec needs a COMMAND");
   if (!options.shell) await assertExecutable(options.exec);
@@ -55,19 +67,70 @@ async function createRunner(options: Options): Promise<JobRunner> {
 }
 
 /** Chooses where each job's input comes from (the message body, or S3 objects). */
-function createSource(_options: Options, _deps: { metrics: WorkerMetrics }): JobSource {
-  return messageSource();
+function createSource(options: Options, deps: { metrics: WorkerMetrics }): JobSource {
+  if (!options.s3) return messageSource();
+  return s3EventSource({
+    client: createS3Client(options),
+    metrics: deps.metrics,
+    deleteObjects: options.s3Delete,
+    gunzip: options.s3Gunzip,
+  });
 }
 
-/** Starts the metrics sinks the options ask for (DogStatsD, Prometheus/health). */
-function createMetrics(_options: Options, _log: Logger): Promise<WorkerMetrics> {
-  return Promise.resolve(noMetrics());
+/**
+ * Starts the metrics sinks the options ask for (DogStatsD, Prometheus/health); a
+ * listener that cannot start is a RuntimeError, an absent DogStatsD agent is not.
+ */
+async function createMetrics(options: Options, log: Logger): Promise<WorkerMetrics> {
+  const queue = queueName(options.queue ?? "");
+  const sinks: WorkerMetrics[] = [];
+  const statsd = resolveStatsdAddress(options.statsd);
+  if (statsd) {
+    sinks.push(statsdMetrics({
+      address: statsd,
+      prefix: options.statsdPrefix,
+      tags: statsdTags(options.statsdTags, queue),
+      log,
+    }));
+  }
+  if (options.http) {
+    try {
+      sinks.push(startHttpMetrics({
+        address: parseAddress(options.http, "--http", LISTEN_HOST),
+        queue,
+        concurrency: options.concurrency,
+        healthWindowMs: healthWindowMs(options.wait, options.interval),
+        log,
+      }));
+    } catch (error) {
+      await Promise.all(sinks.map((sink) => sink.close()));
+      throw error;
+    }
+  }
+  return sinks.length === 0 ? noMetrics() : fanOut(sinks);
 }
 
 /** Runs the worker until a signal ends it; resolves to the process exit code. */
 export async function runWorker(options: Options): Promise<number> {
   if (options.daemon !== undefined) {
-    throw new UsageError("-d/--daemon is not available in this version yet");
+    // Starts the daemon (and returns once it runs), or, inside it, calls runWorker
+    // again in the foreground with the log going to a file.
+    return await runDaemon(options, {
+      run: runWorker,
+      check: async (daemonOptions) => {
+        await (await createRunner(daemonOptions)).close();
+        // A missing queue or refused credentials stop the start; an unreachable
+        // endpoint does not: the daemon retries it, as in the foreground.
+        const client = createSqsClient({ ...daemonOptions, wait: 0 });
+        try {
+          await resolveQueueUrl(client, daemonOptions.queue ?? "");
+        } catch (error) {
+          if (isPermanentError(error)) throw error;
+        } finally {
+          client.destroy();
+        }
+      },
+    });
   }
   if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
   const runner = await createRunner(options);
@@ -169,6 +232,7 @@ class Worker {
   #scheduler: Scheduler;
   #receiver: Receiver;
   #running = new Set<SupervisedJob>();
+  #settling = new Set<Promise<void>>();
   #stopping = false;
   #forced = false;
   #receiveAbort = new AbortController();
@@ -176,8 +240,10 @@ class Worker {
   #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
   #source: JobSource;
+  #fullBatch: number;
 
   constructor(parts: WorkerParts) {
+    this.#fullBatch = Math.min(parts.options.batchSize, parts.options.concurrency);
     this.#source = parts.source;
     this.#parts = parts;
     const { options, queueUrl } = parts;
@@ -315,6 +381,7 @@ class Worker {
     const signal = this.#receiveAbort.signal;
     while (!this.#stopping) {
       await this.#scheduler.slotFree(signal);
+      await this.#scheduler.slotsFree(this.#fullBatch, RECEIVE_COALESCE_MS, signal);
       if (this.#stopping) break;
       const messages = await this.#receiver.receive(this.#scheduler.freeSlots, signal);
       for (const message of messages) {
@@ -334,6 +401,7 @@ class Worker {
     await Promise.all(waiting.map((message) => this.#settler.giveBack(message)));
     this.#scheduler.released(waiting.length);
     await this.#scheduler.idle();
+    while (this.#settling.size > 0) await Promise.all([...this.#settling]);
     await this.#batcher.flush();
   }
 
@@ -346,7 +414,7 @@ class Worker {
         message_id: message.id,
         error: describeError(error),
       });
-      await this.#settler.failed(message);
+      await this.#settle(message, () => this.#settler.failed(message));
       return false;
     }
   }
@@ -370,7 +438,7 @@ class Worker {
         receive_count: message.receiveCount,
         error: error.message,
       });
-      await this.#settler.failed(message);
+      await this.#settle(message, () => this.#settler.failed(message));
       return false;
     }
     for (const step of steps) {
@@ -382,12 +450,12 @@ class Worker {
         stepLog.warn("cannot open the job's input; releasing the message", {
           error: describeAwsError(error),
         });
-        await this.#settler.failed(message);
+        await this.#settle(message, () => this.#settler.failed(message));
         return false;
       }
       if (input === undefined) continue;
       if (!await this.#runJob(message, input, stepLog)) {
-        await this.#settler.failed(message);
+        await this.#settle(message, () => this.#settler.failed(message));
         return false;
       }
       if (step.succeeded) {
@@ -398,8 +466,20 @@ class Worker {
         );
       }
     }
-    await this.#settler.succeeded(message);
+    await this.#settle(message, () => this.#settler.succeeded(message));
     return true;
+  }
+
+  /**
+   * Settles a message. A standard queue's message frees its slot at once and is
+   * deleted or released in the background (the drain waits for it); a FIFO
+   * message holds its group until it is settled, so order survives a failed delete.
+   */
+  async #settle(message: JobMessage, settle: () => Promise<unknown>): Promise<void> {
+    const settling = settle().then(() => {});
+    if (message.groupId !== undefined) return await settling;
+    this.#settling.add(settling);
+    settling.finally(() => this.#settling.delete(settling));
   }
 
   #reportSlots(): void {

@@ -1,0 +1,486 @@
+/**
+ * `deno task bench`: sqsrun against the leanest possible loop doing the same work
+ * (scripts/bench/baseline.ts), side by side in one run on the same local SQS
+ * (ElasticMQ), and writes docs/benchmarks.md with the machine, versions, method
+ * and figures (medians of several runs, and ratios).
+ *
+ *     deno task bench            # full: 5,000 messages per run, 3 runs (under 20 minutes)
+ *     deno task bench --quick    # smoke: 500 messages, 1 run (under 2 minutes)
+ *
+ * It prints figures and exits non-zero only when it could not run.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import {
+  CreateQueueCommand,
+  DeleteQueueCommand,
+  GetQueueAttributesCommand,
+  SendMessageBatchCommand,
+  SQSClient,
+} from "@aws-sdk/client-sqs";
+import { PROJECT_ROOT, startLocalAws, stopLocalAws } from "./local_aws.ts";
+import { runtimeFlags } from "../src/permissions.ts";
+import meta from "../deno.json" with { type: "json" };
+
+const MAIN = join(PROJECT_ROOT, "src", "main.ts");
+const BASELINE = join(PROJECT_ROOT, "scripts", "bench", "baseline.ts");
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** What one measured run produced. */
+export interface RunFigures {
+  seconds: number;
+  messagesPerSecond: number;
+  /** Peak resident memory of the measured process, in MiB. */
+  peakRssMiB: number;
+  /** CPU seconds the measured process itself used. */
+  cpuSeconds: number;
+}
+
+/** Returns the median of `values`. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Returns the p-th percentile (0..100) of `values`, nearest rank. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1];
+}
+
+/** Reads peak RSS (VmHWM), current RSS (VmRSS) in KiB and CPU seconds of a live process. */
+export function processUsage(pid: number): { hwmKiB: number; rssKiB: number; cpuSeconds: number } {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(rest[11]) + Number(rest[12]);
+  return {
+    hwmKiB: field("VmHWM"),
+    rssKiB: field("VmRSS"),
+    cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND,
+  };
+}
+
+interface Bench {
+  client: SQSClient;
+  env: Record<string, string>;
+  dir: string;
+  quick: boolean;
+}
+
+async function createQueue(bench: Bench, name: string): Promise<string> {
+  const result = await bench.client.send(
+    new CreateQueueCommand({ QueueName: name, Attributes: { VisibilityTimeout: "60" } }),
+  );
+  return result.QueueUrl!;
+}
+
+async function fill(bench: Bench, url: string, count: number, bodyBytes: number): Promise<void> {
+  const body = "x".repeat(bodyBytes);
+  const batches: number[] = [];
+  for (let start = 0; start < count; start += 10) batches.push(Math.min(10, count - start));
+  let next = 0;
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (next < batches.length) {
+      const size = batches[next++];
+      await bench.client.send(
+        new SendMessageBatchCommand({
+          QueueUrl: url,
+          Entries: Array.from({ length: size }, (_, i) => ({ Id: String(i), MessageBody: body })),
+        }),
+      );
+    }
+  }));
+}
+
+async function remaining(bench: Bench, url: string): Promise<number> {
+  const result = await bench.client.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: url,
+      AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    }),
+  );
+  const attributes = result.Attributes ?? {};
+  return Number(attributes.ApproximateNumberOfMessages ?? 0) +
+    Number(attributes.ApproximateNumberOfMessagesNotVisible ?? 0);
+}
+
+function spawnSqsrun(bench: Bench, args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...runtimeFlags(), "--quiet", MAIN, ...args],
+    env: bench.env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+}
+
+function spawnBaseline(bench: Bench, args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", BASELINE, ...args],
+    env: bench.env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+}
+
+async function stop(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* exited */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, 10_000);
+  await child.status;
+  clearTimeout(timer);
+}
+
+/** Fills a queue, starts `spawn`, and times it until the queue is empty. */
+async function timeDrain(
+  bench: Bench,
+  count: number,
+  bodyBytes: number,
+  spawn: (url: string) => Deno.ChildProcess,
+): Promise<RunFigures> {
+  const url = await createQueue(bench, `bench-${crypto.randomUUID().slice(0, 8)}`);
+  try {
+    await fill(bench, url, count, bodyBytes);
+    const started = performance.now();
+    const child = spawn(url);
+    let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0 };
+    const deadline = Date.now() + 600_000;
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      try {
+        usage = processUsage(child.pid);
+      } catch { /* exited */ }
+      if (await remaining(bench, url) === 0) break;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    await stop(child);
+    if (await remaining(bench, url) !== 0) throw new Error("the queue did not drain in 10 minutes");
+    return {
+      seconds,
+      messagesPerSecond: count / seconds,
+      peakRssMiB: usage.hwmKiB / 1024,
+      cpuSeconds: usage.cpuSeconds,
+    };
+  } finally {
+    await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
+interface ThroughputRow {
+  job: string;
+  concurrency: number;
+  sqsrun: number;
+  baseline: number;
+  sqsrunCpu: number;
+  baselineCpu: number;
+  sqsrunRss: number;
+}
+
+async function throughput(bench: Bench, runs: number, count: number): Promise<ThroughputRow[]> {
+  const rows: ThroughputRow[] = [];
+  const jobs = [
+    { name: "`/bin/true`", command: ["/bin/true"], body: 100 },
+    { name: "`cat` (1 KiB body)", command: ["cat"], body: 1024 },
+  ];
+  for (const job of jobs) {
+    for (const concurrency of [1, 10, 50]) {
+      const ours: RunFigures[] = [];
+      const theirs: RunFigures[] = [];
+      for (let run = 0; run < runs; run++) {
+        // Alternate the order so neither side always gets the warmer machine.
+        const pair = [
+          () =>
+            timeDrain(bench, count, job.body, (url) =>
+              spawnSqsrun(bench, [
+                "-q",
+                url,
+                "--exec",
+                job.command[0],
+                "-c",
+                String(concurrency),
+                "--wait",
+                "1",
+                "-o",
+                "/dev/null",
+              ])).then((figures) => ours.push(figures)),
+          () =>
+            timeDrain(
+              bench,
+              count,
+              job.body,
+              (url) => spawnBaseline(bench, [url, String(concurrency), ...job.command]),
+            ).then((figures) => theirs.push(figures)),
+        ];
+        if (run % 2) pair.reverse();
+        for (const measure of pair) await measure();
+      }
+      const row = {
+        job: job.name,
+        concurrency,
+        sqsrun: median(ours.map((f) => f.messagesPerSecond)),
+        baseline: median(theirs.map((f) => f.messagesPerSecond)),
+        sqsrunCpu: median(ours.map((f) => f.cpuSeconds / count * 1000)),
+        baselineCpu: median(theirs.map((f) => f.cpuSeconds / count * 1000)),
+        sqsrunRss: median(ours.map((f) => f.peakRssMiB)),
+      };
+      console.error(
+        `throughput ${job.name} -c ${concurrency}: sqsrun ${row.sqsrun.toFixed(0)}/s, ` +
+          `baseline ${row.baseline.toFixed(0)}/s, ratio ${(row.sqsrun / row.baseline).toFixed(2)}`,
+      );
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+/** Send-to-start latency with an idle, long-polling worker. */
+async function latency(bench: Bench, count: number): Promise<{ p50: number; p99: number }> {
+  const url = await createQueue(bench, `bench-latency-${crypto.randomUUID().slice(0, 8)}`);
+  const ledger = join(bench.dir, "latency.txt");
+  await Deno.writeTextFile(ledger, "");
+  const job = join(bench.dir, "latency_job.sh");
+  await Deno.writeTextFile(
+    job,
+    `#!/bin/sh\necho "$SQSRUN_SENT_TIMESTAMP $(date +%s%N)" >> '${ledger}'\n`,
+  );
+  await Deno.chmod(job, 0o755);
+  const child = spawnSqsrun(bench, ["-q", url, "--exec", job, "-c", "4", "-o", "/dev/null"]);
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    for (let i = 0; i < count; i++) {
+      await fill(bench, url, 1, 10);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && await remaining(bench, url) > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const samples = (await Deno.readTextFile(ledger)).trim().split("\n").map((line) => {
+      const [sent, started] = line.split(" ");
+      return Number(BigInt(started) / 1_000_000n) - Number(sent);
+    });
+    return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+  } finally {
+    await stop(child);
+    await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
+/** CPU and memory of an idle worker over `seconds`. */
+async function idle(
+  bench: Bench,
+  seconds: number,
+): Promise<{ cpuPercent: number; rssMiB: number }> {
+  const url = await createQueue(bench, `bench-idle-${crypto.randomUUID().slice(0, 8)}`);
+  const child = spawnSqsrun(bench, ["-q", url, "--exec", "/bin/true", "-o", "/dev/null"]);
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const before = processUsage(child.pid);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const after = processUsage(child.pid);
+    return {
+      cpuPercent: ((after.cpuSeconds - before.cpuSeconds) / seconds) * 100,
+      rssMiB: after.rssKiB / 1024,
+    };
+  } finally {
+    await stop(child);
+    await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
+/** RSS and CPU of one worker holding `jobs` sleeping jobs at once. */
+async function manyJobs(
+  bench: Bench,
+  jobs: number,
+): Promise<{ rssMiB: number; cpuPercent: number }> {
+  const url = await createQueue(bench, `bench-many-${crypto.randomUUID().slice(0, 8)}`);
+  await fill(bench, url, jobs, 10);
+  const child = spawnSqsrun(bench, [
+    "-q",
+    url,
+    "--exec",
+    "sleep",
+    "-c",
+    String(jobs),
+    "-t",
+    "6",
+    "-e",
+    "3",
+    "-o",
+    "/dev/null",
+    "--",
+    "12",
+  ]);
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    const before = processUsage(child.pid);
+    await new Promise((resolve) => setTimeout(resolve, 6_000));
+    const after = processUsage(child.pid);
+    return {
+      rssMiB: after.rssKiB / 1024,
+      cpuPercent: (after.cpuSeconds - before.cpuSeconds) / 6 * 100,
+    };
+  } finally {
+    await stop(child);
+    await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
+async function commandLine(program: string, args: string[]): Promise<string> {
+  try {
+    const output = await new Deno.Command(program, { args, stdout: "piped", stderr: "piped" })
+      .output();
+    return new TextDecoder().decode(output.stdout).trim().split("\n")[0];
+  } catch {
+    return "unknown";
+  }
+}
+
+async function machine(): Promise<string[]> {
+  const cpu = /model name\s*:\s*(.+)/.exec(await Deno.readTextFile("/proc/cpuinfo"))?.[1] ??
+    "unknown";
+  const memory = Math.round(Deno.systemMemoryInfo().total / 2 ** 30);
+  return [
+    `- CPU: ${cpu}, ${navigator.hardwareConcurrency} cores; memory ${memory} GiB; ${Deno.build.os}/${Deno.build.arch}`,
+    `- Deno ${Deno.version.deno} (V8 ${Deno.version.v8}); sqsrun ${meta.version}`,
+    `- SQS: ElasticMQ 1.6.14 on ${
+      await commandLine("java", ["-version"]) || "Java"
+    } (same machine, loopback)`,
+  ];
+}
+
+function fmt(value: number, digits = 0): string {
+  return value.toFixed(digits);
+}
+
+async function main(): Promise<void> {
+  const flags = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      runs: { type: "string" },
+      out: { type: "string", default: join(PROJECT_ROOT, "docs", "benchmarks.md") },
+    },
+  });
+  const quick = flags.values.quick!;
+  const runs = Number(flags.values.runs ?? (quick ? 1 : 3));
+  const count = quick ? 500 : 5_000;
+  const state = await startLocalAws({ stateDir: join(PROJECT_ROOT, ".cache", "bench") });
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-bench-" });
+  const env = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? dir,
+    AWS_ACCESS_KEY_ID: "bench",
+    AWS_SECRET_ACCESS_KEY: "bench",
+    AWS_REGION: "us-east-1",
+    AWS_ENDPOINT_URL: state.elasticmq.url,
+  };
+  const client = new SQSClient({
+    region: "us-east-1",
+    endpoint: state.elasticmq.url,
+    credentials: { accessKeyId: "bench", secretAccessKey: "bench" },
+  });
+  const bench: Bench = { client, env, dir, quick };
+  const started = performance.now();
+  try {
+    const rows = await throughput(bench, runs, count);
+    const lat = await latency(bench, quick ? 50 : 500);
+    console.error(`latency p50 ${lat.p50} ms, p99 ${lat.p99} ms`);
+    const rest = await idle(bench, quick ? 10 : 60);
+    console.error(`idle: ${fmt(rest.cpuPercent, 2)}% CPU, ${fmt(rest.rssMiB)} MiB`);
+    const many = await manyJobs(bench, quick ? 100 : 200);
+    console.error(
+      `${quick ? 100 : 200} jobs: ${fmt(many.rssMiB)} MiB, ${fmt(many.cpuPercent, 1)}% CPU`,
+    );
+    const minutes = (performance.now() - started) / 60_000;
+    const report = [
+      "# Benchmarks",
+      "",
+      `Written by \`deno task bench${quick ? " --quick" : ""}\` on ${
+        new Date().toISOString().slice(0, 10)
+      }` +
+      ` in ${
+        fmt(minutes, 1)
+      } minutes. Rerun: \`deno task bench\` (full) or \`deno task bench --quick\`.`,
+      "",
+      "## Machine and versions",
+      "",
+      ...(await machine()),
+      "",
+      "## Method",
+      "",
+      `- Throughput: a queue is filled with ${count} messages, then one process is started and timed until`,
+      "  the queue is empty (polled every 100 ms). sqsrun runs as the compiled binary would",
+      "  (`deno run` with the baked permissions), `--wait 1 -o /dev/null`. The baseline",
+      "  (`scripts/bench/baseline.ts`) does only receive(10) -> spawn -> delete-batch with the same SDK:",
+      "  no visibility extension, no kill timer, no retries, no logs, and it holds 10 messages even at",
+      "  concurrency 1, which sqsrun never does (it receives only as many messages as it has free slots).",
+      `- ${runs} run(s) per cell, medians; the two sides alternate who goes first.`,
+      "- Latency: an idle worker (long polling, `--wait 20`); messages are sent one by one 25 ms apart; the",
+      "  job records its start time; latency = start − SQS `SentTimestamp`.",
+      "- Resources: `/proc/<pid>/stat` (utime+stime) and `/proc/<pid>/status` (VmRSS, VmHWM) of the",
+      "  worker process itself (not its jobs).",
+      "",
+      "## Throughput (messages/s)",
+      "",
+      "| job | concurrency | sqsrun | baseline | ratio | sqsrun CPU ms/msg | baseline CPU ms/msg | sqsrun peak RSS MiB |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      ...rows.map((row) =>
+        `| ${row.job} | ${row.concurrency} | ${fmt(row.sqsrun)} | ${fmt(row.baseline)} | ` +
+        `${fmt(row.sqsrun / row.baseline, 2)} | ${fmt(row.sqsrunCpu, 2)} | ${
+          fmt(row.baselineCpu, 2)
+        } | ` +
+        `${fmt(row.sqsrunRss)} |`
+      ),
+      "",
+      "Target: sqsrun ≥ 0.9 × baseline at every concurrency.",
+      "",
+      "## Latency, send to job start",
+      "",
+      `| messages | p50 ms | p99 ms |`,
+      "| ---: | ---: | ---: |",
+      `| ${quick ? 50 : 500} | ${lat.p50} | ${lat.p99} |`,
+      "",
+      "Target: p50 < 50 ms with long polling (the Ruby sqsrun polled every second: ~500 ms on average).",
+      "",
+      "## Resources",
+      "",
+      "| state | worker CPU | worker RSS MiB |",
+      "| --- | ---: | ---: |",
+      `| idle, ${quick ? 10 : 60} s | ${fmt(rest.cpuPercent, 2)} % | ${fmt(rest.rssMiB)} |`,
+      `| ${quick ? 100 : 200} sleeping jobs, visibility extended every 3 s | ${
+        fmt(many.cpuPercent, 1)
+      } % | ${fmt(many.rssMiB)} |`,
+      "",
+    ];
+    await Deno.mkdir(join(PROJECT_ROOT, "docs"), { recursive: true });
+    await Deno.writeTextFile(flags.values.out!, report.join("\n"));
+    console.log(report.join("\n"));
+  } finally {
+    client.destroy();
+    await stopLocalAws(state);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : error}`);
+    Deno.exit(1);
+  }
+}
