@@ -46,9 +46,21 @@ export interface CompileOptions {
   outDir?: string;
   /** The entry module; default `src/main.ts`. */
   entry?: string;
+  /**
+   * Modules loaded at run time that `deno compile` cannot find from the entry: the
+   * `--run` Web Worker host (a worker's script is never embedded unless included);
+   * default {@linkcode RUNTIME_MODULES}.
+   */
+  include?: readonly string[];
   /** The deno executable; default `deno`. */
   deno?: string;
 }
+
+/**
+ * Files the binary loads by URL at run time, relative to the repository root:
+ * `new Worker(new URL("./module_host.ts", import.meta.url))` in `module_runner.ts`.
+ */
+export const RUNTIME_MODULES: readonly string[] = Object.freeze(["src/worker/module_host.ts"]);
 
 /** Returns the binary's file name for a target: `sqsrun-<target>`, plus `.exe` on Windows. */
 export function binaryName(target: string): string {
@@ -75,10 +87,12 @@ export function outputPath(target: string, outDir = "dist"): string {
 /** Returns one `deno compile` argv per selected target, executable first. Pure. */
 export function compileCommands(options: CompileOptions = {}): string[][] {
   const { outDir = "dist", entry = "src/main.ts", deno = "deno" } = options;
+  const include = options.include ?? RUNTIME_MODULES;
   return selectTargets(options.targets).map((target) => [
     deno,
     "compile",
     ...runtimeFlags(),
+    ...include.flatMap((path) => ["--include", path]),
     "--target",
     target,
     "--output",
@@ -193,6 +207,7 @@ export function parseBuildArgs(args: readonly string[], cwd = Deno.cwd()): Build
     targets: values.target ?? [],
     outDir: values.out ?? (relative(cwd, join(root, "dist")) || "."),
     entry: relative(cwd, join(root, "src", "main.ts")),
+    include: RUNTIME_MODULES.map((path) => relative(cwd, join(root, path))),
     deno: values.deno ?? Deno.execPath(),
   };
 }

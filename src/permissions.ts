@@ -16,6 +16,12 @@
  * Read, write, net, env and run are unscoped on purpose: the paths (config, user
  * modules, pid and log files), hosts (any AWS region or custom endpoint, IMDS, ECS,
  * STS/SSO, the DogStatsD agent) and the operator's command are only known at run time.
+ *
+ * `--run` modules run in Web Workers, which inherit exactly these permissions: a
+ * module may do what sqsrun may, and nothing more. `--allow-import` is left out on
+ * purpose: a compiled binary cannot load remote, `npm:` or `jsr:` modules that were
+ * not bundled into it, so there is nothing to grant (under `deno run` such imports may
+ * still resolve; the README tells module authors to bundle them).
  */
 export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
   /**
@@ -29,15 +35,20 @@ export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
    */
   "--allow-env",
   /**
-   * `-f` config files, `--run` user modules, `~/.aws/{config,credentials}` (or
-   * AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE), pid files, and `Deno.execPath()`.
+   * `-f` config files, `--run` user modules (and what they import), `~/.aws/{config,credentials}`
+   * (or AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE), pid files, `/proc/PID/stat` (is the
+   * process a pid file names alive?), and `Deno.execPath()` (the daemon re-spawns it).
    */
   "--allow-read",
-  /** The `--configure` output file, the daemon's pid file, and the `--log` file. */
+  /**
+   * The `--configure` output file, the daemon's pid file (a temporary file hard-linked into
+   * place) and start-up status file (in the temp directory), and the `--log` file.
+   */
   "--allow-write",
   /**
    * Unavoidably unrestricted: `--exec` runs whatever command the operator names (and
-   * signals it), the SDK's `credential_process` runs one too, and daemon mode re-spawns sqsrun.
+   * signals it), the SDK's `credential_process` runs one too, and daemon mode re-spawns sqsrun
+   * (and `Deno.kill` probes or stops the process a pid file names).
    */
   "--allow-run",
   /**

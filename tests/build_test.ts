@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import {
   binaryName,
   compileCommands,
+  RUNTIME_MODULES,
   sha256Hex,
   sha256Sums,
   shellQuote,
@@ -20,6 +21,7 @@ import { RUNTIME_PERMISSIONS, runtimeFlags } from "../src/permissions.ts";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DENO = Deno.execPath();
 const FLAGS = runtimeFlags().join(" ");
+const INCLUDE = "--include src/worker/module_host.ts";
 const ALL = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -53,7 +55,7 @@ async function runBuild(args: string[]): Promise<Run> {
 
 function expectedLine(target: string, out = "dist"): string {
   const exe = target === "x86_64-pc-windows-msvc" ? ".exe" : "";
-  return `${DENO} compile ${FLAGS} --target ${target} --output ${out}/sqsrun-${target}${exe} src/main.ts`;
+  return `${DENO} compile ${FLAGS} ${INCLUDE} --target ${target} --output ${out}/sqsrun-${target}${exe} src/main.ts`;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -120,7 +122,7 @@ Deno.test("--dry-run with --out creates nothing and quotes the path", async () =
     equal(run.code, 0);
     equal(
       run.stdout,
-      `${DENO} compile ${FLAGS} --target aarch64-apple-darwin --output '${out}/sqsrun-aarch64-apple-darwin' src/main.ts\n`,
+      `${DENO} compile ${FLAGS} ${INCLUDE} --target aarch64-apple-darwin --output '${out}/sqsrun-aarch64-apple-darwin' src/main.ts\n`,
     );
     equal(await exists(out), false);
   } finally {
@@ -274,6 +276,8 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       "compile",
       ...RUNTIME_PERMISSIONS,
       "--no-prompt",
+      "--include",
+      "src/worker/module_host.ts",
       "--target",
       "x86_64-pc-windows-msvc",
       "--output",
@@ -288,6 +292,21 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
   throws(
     () => compileCommands({ targets: ["wasm32"] }),
     new UsageError(`unknown target 'wasm32' (${KNOWN})`),
+  );
+});
+
+Deno.test("the --run worker host is embedded: it exists and module_runner.ts loads it by URL", async () => {
+  deepStrictEqual(RUNTIME_MODULES, ["src/worker/module_host.ts"]);
+  for (const path of RUNTIME_MODULES) {
+    ok((await Deno.stat(join(ROOT, path))).isFile, path);
+    const name = path.split("/").pop()!;
+    const runner = await Deno.readTextFile(join(ROOT, "src/worker/module_runner.ts"));
+    ok(runner.includes(`new URL("./${name}", import.meta.url)`), `${name} is loaded by URL`);
+  }
+  deepStrictEqual(
+    compileCommands({ targets: ["aarch64-apple-darwin"], include: ["a.ts", "b.ts"] })[0]
+      .filter((_, i, argv) => argv[i - 1] === "--include"),
+    ["a.ts", "b.ts"],
   );
 });
 

@@ -4,6 +4,11 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
+import { runtimeFlags } from "../../src/permissions.ts";
+
+/** Absolute, so a worker may run in any directory (`cwd`), e.g. to resolve `--run ./job.ts`. */
+const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
 /** One parsed JSON log line. */
 export type LogLine = Record<string, unknown> & { msg: string; level: string };
@@ -32,12 +37,25 @@ export interface StartWorkerOptions {
   env: Record<string, string>;
   /** Working directory. */
   cwd?: string;
+  /**
+   * Run with the compiled binary's permissions (`runtimeFlags()`) instead of `-A`, so a
+   * permission the binary lacks fails the test.
+   */
+  binaryPermissions?: boolean;
 }
 
 /** Starts `sqsrun ARGS` with JSON logs on stdout. */
 export function startWorker(args: string[], options: StartWorkerOptions): WorkerProcess {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "src/main.ts", "--log-format", "json", ...args],
+    args: [
+      "run",
+      ...(options.binaryPermissions ? runtimeFlags() : ["-A"]),
+      "--quiet",
+      MAIN,
+      "--log-format",
+      "json",
+      ...args,
+    ],
     env: options.env,
     cwd: options.cwd,
     stdin: "null",
