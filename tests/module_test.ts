@@ -172,23 +172,61 @@ export function run(body: string, context: { receiveCount: number }): void {
   record(body + " " + context.receiveCount);
   if (context.receiveCount > 1) return;
   if (body === "deno") Deno.exit(0);
-  process.exit(3);
+  if (body === "close") (globalThis as unknown as { close(): void }).close();
+  else process.exit(3);
 }
 `,
       );
-      const [denoId, nodeId] = await sendMessages(fixture.client, fixture.url, ["deno", "node"]);
+      const ids = await sendMessages(fixture.client, fixture.url, ["deno", "node", "close"]);
       const worker = fixture.worker(["--run", job]);
-      await waitUntil("both ran twice", async () => (await fixture.ledger()).length >= 4);
+      await waitUntil("all ran twice", async () => (await fixture.ledger()).length >= 6);
       await waitUntil("the queue is empty", () => queueEmpty(fixture));
-      deepStrictEqual((await fixture.ledger()).sort(), ["deno 1", "deno 2", "node 1", "node 2"]);
+      deepStrictEqual((await fixture.ledger()).sort(), [
+        "close 1",
+        "close 2",
+        "deno 1",
+        "deno 2",
+        "node 1",
+        "node 2",
+      ]);
       const failed = worker.lines.filter((line) => line.msg === "job failed");
       const reasons = Object.fromEntries(failed.map((line) => [line.message_id, line.error]));
       deepStrictEqual(reasons, {
-        [denoId]: "the module called Deno.exit(0)",
-        [nodeId]: "the module called process.exit(3)",
+        [ids[0]]: "the module called Deno.exit(0)",
+        [ids[1]]: "the module called process.exit(3)",
+        [ids[2]]: "the module called close()",
+      });
+      strictEqual(worker.lines.filter((line) => line.msg === "job finished").length, 3);
+      ok(!worker.lines.some((line) => line.msg === "worker stopped"), "the worker still runs");
+    });
+  });
+
+  test("an unhandled rejection or an error thrown in a timer fails the job, not the worker", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.file(
+        "job.ts",
+        `${RECORD}
+export async function run(body: string, context: { receiveCount: number }): Promise<void> {
+  record(body + " " + context.receiveCount);
+  if (context.receiveCount > 1) return;
+  if (body === "reject") void Promise.reject(new Error("stray rejection"));
+  else setTimeout(() => { throw new Error("thrown in a timer"); }, 0);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+}
+`,
+      );
+      const ids = await sendMessages(fixture.client, fixture.url, ["reject", "timer"]);
+      const worker = fixture.worker(["--run", job]);
+      await waitUntil("both ran twice", async () => (await fixture.ledger()).length >= 4);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      const failed = worker.lines.filter((line) => line.msg === "job failed");
+      const reasons = Object.fromEntries(failed.map((line) => [line.message_id, line.error]));
+      deepStrictEqual(reasons, {
+        [ids[0]]: "uncaught error in the module: Error: stray rejection",
+        [ids[1]]: "uncaught error in the module: Error: thrown in a timer",
       });
       strictEqual(worker.lines.filter((line) => line.msg === "job finished").length, 2);
-      ok(!worker.lines.some((line) => line.msg === "worker stopped"), "the worker still runs");
+      strictEqual(worker.stderr(), "", "nothing reaches stderr");
     });
   });
 
