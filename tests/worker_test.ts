@@ -488,7 +488,7 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
       );
       await sendMessages(fixture.client, fixture.url, ["slow"]);
       const worker = fixture.worker(["--exec", job, "--wait", "1", "-t", "60"]);
-      await worker.waitForLine((line) => line.msg === "job started");
+      await waitUntil("the job runs", async () => (await fixture.ledgerLines()).includes("start"));
       worker.signal("SIGTERM");
       await worker.waitForLine((line) => line.msg.startsWith("draining"));
       worker.signal("SIGINT");

@@ -37,10 +37,58 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
   return { program: spec.command, args: spec.args };
 }
 
+/** Where a `setsid` program is commonly installed (util-linux, busybox). */
+const SETSID_PATHS = ["/usr/bin/setsid", "/bin/setsid", "/usr/sbin/setsid", "/sbin/setsid"];
+
+/**
+ * Returns the path of `setsid`, if this system has one. Deno's `detached` spawn
+ * has to fork the whole worker to call setsid() in the child, which blocks the
+ * event loop for milliseconds per job once the worker is large; spawning the
+ * small `setsid` program, which makes itself a session leader and then execs
+ * the job, uses the fast spawn path with the same result.
+ */
+export function findSetsid(): string | undefined {
+  if (isWindows) return undefined;
+  for (const path of SETSID_PATHS) {
+    try {
+      const info = Deno.statSync(path);
+      if (info.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return path;
+    } catch {
+      // Not there; try the next place.
+    }
+  }
+  return undefined;
+}
+
+/** How a job's child gets a process group of its own. */
+export type Isolation = { kind: "setsid"; path: string } | { kind: "detached" } | { kind: "none" };
+
+/**
+ * Chooses the isolation for this system: `setsid` if present and it runs a job
+ * in place (it must exec, not fork and return at once), else a detached spawn.
+ */
+export async function detectIsolation(): Promise<Isolation> {
+  if (isWindows) return { kind: "none" };
+  const path = findSetsid();
+  if (!path) return { kind: "detached" };
+  try {
+    const probe = await new Deno.Command(path, {
+      args: ["--", "/bin/sh", "-c", "exit 7"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (probe.code === 7) return { kind: "setsid", path };
+  } catch {
+    // An unusable setsid: fall through.
+  }
+  return { kind: "detached" };
+}
+
 /** Returns the runner of `--exec` jobs. */
-export function execRunner(spec: ExecSpec): JobRunner {
+export function execRunner(spec: ExecSpec, isolation: Isolation): JobRunner {
   return {
-    start: (message, input, log) => startExecJob(message, input, spec, log),
+    start: (message, input, log) => startExecJob(message, input, spec, log, isolation),
     close: () => Promise.resolve(),
   };
 }
@@ -51,19 +99,23 @@ export function startExecJob(
   input: JobInput,
   spec: ExecSpec,
   log: Logger,
+  isolation: Isolation,
 ): JobHandle {
   const { program, args } = commandLine(spec);
+  // A new session makes the child a process-group leader, so one signal to the
+  // group reaches every process the job started.
+  const [spawnProgram, spawnArgs] = isolation.kind === "setsid"
+    ? [isolation.path, ["--", program, ...args]]
+    : [program, args];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(program, {
-      args,
+    child = new Deno.Command(spawnProgram, {
+      args: spawnArgs,
       env: jobEnvironment(message, { ...spec.env, ...input.env }),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      // A new session makes the child a process-group leader, so one signal to
-      // the group reaches every process the job started.
-      detached: !isWindows,
+      detached: isolation.kind === "detached",
     }).spawn();
   } catch (error) {
     const failure = `cannot start ${program}: ${describeError(error)}`;
@@ -79,7 +131,7 @@ export function startExecJob(
   const signal = (name: KillSignal) => {
     if (exited && name !== "SIGKILL") return;
     try {
-      if (isWindows) child.kill(name);
+      if (isolation.kind === "none") child.kill(name);
       else Deno.kill(-pid, name);
     } catch {
       // The group is already gone.

@@ -19,7 +19,7 @@ import {
   toRuntimeError,
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
-import { execRunner } from "./exec_runner.ts";
+import { detectIsolation, execRunner } from "./exec_runner.ts";
 import { moduleRunner } from "./module_runner.ts";
 import { runDaemon } from "../daemon.ts";
 import {
@@ -63,7 +63,7 @@ async function createRunner(options: Options): Promise<JobRunner> {
     args: options.args,
     shell: options.shell,
     env: options.env,
-  });
+  }, await detectIsolation());
 }
 
 /** Chooses where each job's input comes from (the message body, or S3 objects). */
