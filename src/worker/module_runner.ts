@@ -176,8 +176,8 @@ interface SlotJob {
   id: number;
   log: Logger;
   finish(result: JobResult, reusable: boolean): void;
-  /** Terminate requests not answered yet: the module's event loop may be blocked. */
-  unanswered: number;
+  /** When the oldest terminate request not answered yet was sent (`performance.now()`). */
+  unansweredSince: number | undefined;
   finished: boolean;
 }
 
@@ -239,7 +239,7 @@ class ModuleSlot {
     const job: SlotJob = {
       id,
       log,
-      unanswered: 0,
+      unansweredSince: undefined,
       finished: false,
       finish: (result, reusable) => {
         if (job.finished) return;
@@ -308,11 +308,12 @@ class ModuleSlot {
   #signal(job: SlotJob, name: KillSignal): void {
     if (job.finished) return;
     if (name === "SIGTERM") {
-      job.unanswered++;
+      job.unansweredSince ??= performance.now();
       this.#post({ type: "terminate", id: job.id });
       return;
     }
-    if (job.unanswered > 0) {
+    // An answer takes milliseconds when the module's event loop runs at all.
+    if (job.unansweredSince !== undefined && performance.now() - job.unansweredSince > 500) {
       // The module never got to see the terminate request: its thread is busy in
       // synchronous code. Deno 2.9's Worker.terminate() cannot interrupt that
       // (denoland/deno#35657), so the thread keeps a CPU until sqsrun exits.
@@ -357,7 +358,7 @@ class ModuleSlot {
         return job.finish({ code: 1, signal: null, error: `run() threw: ${reply.error}` }, true);
       case "terminated":
         if (!job || job.id !== reply.id) return;
-        job.unanswered = 0;
+        job.unansweredSince = undefined;
         if (reply.error) job.log.warn("terminate() threw", { error: reply.error });
         return;
       case "exit": {
