@@ -296,6 +296,7 @@ class Worker {
     const removeSignals = this.#listenForSignals();
     this.#log.info("worker started", {
       exec: options.exec,
+      run: options.run,
       concurrency: options.concurrency,
       visibility_timeout: options.timeout,
       extend_after: options.extendTimeout,
