@@ -405,6 +405,20 @@ Job:
       --log-format json|text      Log format (default: text on a terminal, json otherwise)
       --log-level LEVEL           debug, info, warn or error (default: ${d.logLevel})
 
+S3 notification jobs:
+      --s3                        Messages are S3 event notifications (SNS-wrapped too): run
+                                  the job once per ObjectCreated record, the object on stdin
+      --s3-delete                 Delete the object after its job succeeded (default: keep)
+      --s3-gunzip                 Decompress objects stored with Content-Encoding: gzip
+
+Metrics and health:
+      --statsd HOST:PORT|off      Send DogStatsD metrics over UDP (default: DD_AGENT_HOST:
+                                  DD_DOGSTATSD_PORT (8125) when DD_AGENT_HOST is set)
+      --statsd-prefix PREFIX      Prefix of metric names (default: none, e.g. job.time)
+      --statsd-tags k:v,...       Tags of every metric, besides queue and DD_ENV/SERVICE/VERSION
+      --http [HOST:]PORT          Serve /metrics (Prometheus) and /healthz (default: off;
+                                  HOST defaults to 127.0.0.1)
+
 Admin output:
       --json                      Print the result as JSON
       --counts                    With --list: approximate visible, in-flight, delayed counts

@@ -86,6 +86,22 @@ export interface Options {
   logFormat?: LogFormat;
   logLevel: "debug" | "info" | "warn" | "error";
   files: string[];
+  // S3 notification jobs
+  /** `--s3`: messages are S3 event notifications; each new object is a job. */
+  s3: boolean;
+  /** `--s3-delete`: delete an object once its job succeeded. */
+  s3Delete: boolean;
+  /** `--s3-gunzip`: decompress `Content-Encoding: gzip` objects on the way to the job. */
+  s3Gunzip: boolean;
+  // metrics
+  /** `--statsd HOST:PORT` or `off`; unset: DD_AGENT_HOST decides at start-up. */
+  statsd?: string;
+  /** Prefix of every DogStatsD metric name (default empty, as sqsexec's `job.time`). */
+  statsdPrefix: string;
+  /** Tags added to every DogStatsD metric (`key:value` or `value`). */
+  statsdTags: string[];
+  /** `--http [HOST:]PORT`: where /metrics and /healthz listen. */
+  http?: string;
 }
 
 /** Severity threshold of the logger. */
@@ -147,6 +163,13 @@ export interface Settings {
   log?: string;
   logFormat?: LogFormat;
   logLevel?: LogLevel;
+  s3?: boolean;
+  s3Delete?: boolean;
+  s3Gunzip?: boolean;
+  statsd?: string;
+  statsdPrefix?: string;
+  statsdTags?: string[];
+  http?: string;
 }
 
 /** How a setting's value is spelled and checked. */
@@ -160,7 +183,10 @@ export type SettingKind =
   | "env"
   | "list"
   | "backoff"
-  | "choice";
+  | "choice"
+  | "statsd"
+  | "listen"
+  | "tags";
 
 /** One setting: its long flag name (also its configuration file key) and its rules. */
 export interface SettingSpec {
@@ -246,6 +272,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     kind: "choice",
     choices: ["debug", "info", "warn", "error"],
   },
+  { key: "s3", field: "s3", kind: "boolean" },
+  { key: "s3-delete", field: "s3Delete", kind: "boolean" },
+  { key: "s3-gunzip", field: "s3Gunzip", kind: "boolean" },
+  { key: "statsd", field: "statsd", kind: "statsd" },
+  { key: "statsd-prefix", field: "statsdPrefix", kind: "text" },
+  { key: "statsd-tags", field: "statsdTags", kind: "tags" },
+  { key: "http", field: "http", kind: "listen" },
 ];
 
 const SPEC_BY_KEY: ReadonlyMap<string, SettingSpec> = new Map(SETTINGS.map((s) => [s.key, s]));
@@ -370,6 +403,48 @@ function checkUrl(text: string, where: string): string {
   return text;
 }
 
+/** Where `--http` listens when only a port is given: this host only, never the network by accident. */
+export const LISTEN_HOST = "127.0.0.1";
+
+/** A host and port, as `--statsd` and `--http` give them. */
+export interface Address {
+  hostname: string;
+  port: number;
+}
+
+/**
+ * Parses `HOST:PORT`, `[IPv6]:PORT`, and, when `defaultHost` is given, `:PORT` or
+ * `PORT` (port 0 then means any free port). Throws a {@linkcode UsageError}.
+ */
+export function parseAddress(text: string, where: string, defaultHost?: string): Address {
+  const form = defaultHost === undefined ? "HOST:PORT" : "[HOST:]PORT";
+  const fail = (why: string) => new UsageError(`${where} must be ${form}${why}, got '${text}'`);
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\[\]]*)):([0-9]+)$/.exec(text) ??
+    (defaultHost === undefined ? null : /^()()([0-9]+)$/.exec(text));
+  if (!match) throw fail("");
+  const hostname = match[1] || match[2] || defaultHost;
+  if (!hostname) throw fail(" with a host");
+  const port = Number(match[3]);
+  const lowest = defaultHost === undefined ? 1 : 0;
+  if (!Number.isSafeInteger(port) || port < lowest || port > 65535) {
+    throw fail(` with a port from ${lowest} to 65535`);
+  }
+  return { hostname, port };
+}
+
+/** Splits `key:value,tag,...` into DogStatsD tags; a tag must not hold `|`, `,`, `#` or blanks. */
+export function parseTags(text: string, where: string): string[] {
+  const tags = text.split(",").map((tag) => tag.trim());
+  for (const tag of tags) {
+    if (!/^[^|,#\s]+$/.test(tag)) {
+      throw new UsageError(
+        `${where} must be tags 'key:value,...' without '|', '#' or blanks, got '${text}'`,
+      );
+    }
+  }
+  return tags;
+}
+
 /**
  * Applies one command-line value of a setting to a layer. Repeatable settings
  * (`--attr`, `--env`) accumulate; the others replace.
@@ -408,6 +483,15 @@ export function applyFlagValue(layer: Settings, spec: SettingSpec, text: string)
       return set(true);
     case "list":
       layer.args = [...(layer.args ?? []), text];
+      return;
+    case "statsd":
+      if (text !== "off") parseAddress(text, where);
+      return set(text);
+    case "listen":
+      parseAddress(text, where, LISTEN_HOST);
+      return set(text);
+    case "tags":
+      layer.statsdTags = [...(layer.statsdTags ?? []), ...parseTags(text, where)];
       return;
   }
 }
@@ -473,6 +557,25 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
           throw new UsageError(`${where}[${i}] must be a string (quote it), got ${typeName(item)}`);
         }
         return item;
+      }));
+    case "statsd":
+      if (typeof value !== "string") throw wrongType("HOST:PORT or off");
+      if (value !== "off") parseAddress(value, where);
+      return set(value);
+    case "listen": {
+      if (typeof value !== "string" && typeof value !== "number") throw wrongType("[HOST:]PORT");
+      const text = String(value);
+      parseAddress(text, where, LISTEN_HOST);
+      return set(text);
+    }
+    case "tags":
+      if (typeof value === "string") return set(parseTags(value, where));
+      if (!Array.isArray(value)) throw wrongType("a list of tags, or 'key:value,...'");
+      return set(value.flatMap((item, i) => {
+        if (typeof item !== "string") {
+          throw new UsageError(`${where}[${i}] must be a string (quote it), got ${typeName(item)}`);
+        }
+        return parseTags(item, `${where}[${i}]`);
       }));
     case "pairs":
     case "env": {
@@ -574,6 +677,11 @@ export function resolveOptions(invocation: Invocation): Options {
     throw new UsageError(`--${command} needs -q/--queue`);
   }
 
+  if (JOB_COMMANDS.has(command) && !s.s3) {
+    if (s.s3Delete) throw new UsageError("--s3-delete only applies with --s3");
+    if (s.s3Gunzip) throw new UsageError("--s3-gunzip only applies with --s3");
+  }
+
   const attrs = { ...s.attrs };
   // A timeout stated for --create becomes the queue's own visibility timeout, unless
   // --attr VisibilityTimeout says otherwise, so a worker and its queue agree.
@@ -619,6 +727,13 @@ export function resolveOptions(invocation: Invocation): Options {
     logFormat: s.logFormat,
     logLevel: s.logLevel ?? DEFAULTS.logLevel,
     files: [...(invocation.files ?? [])],
+    s3: s.s3 ?? false,
+    s3Delete: s.s3Delete ?? false,
+    s3Gunzip: s.s3Gunzip ?? false,
+    statsd: s.statsd,
+    statsdPrefix: s.statsdPrefix ?? "",
+    statsdTags: [...(s.statsdTags ?? [])],
+    http: s.http,
   };
 }
 

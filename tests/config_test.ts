@@ -76,6 +76,13 @@ Deno.test("defaults and derived values", async () => {
     logFormat: undefined,
     logLevel: "info",
     files: [],
+    s3: false,
+    s3Delete: false,
+    s3Gunzip: false,
+    statsd: undefined,
+    statsdPrefix: "",
+    statsdTags: [],
+    http: undefined,
   });
 });
 
