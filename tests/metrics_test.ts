@@ -70,8 +70,10 @@ printf '%s\\n' "$body" >> '${dir}/ledger'
           ...extraEnv,
           ...(workerEndpoint ? awsEnv(workerEndpoint) : {}),
         };
+        // The release binary's permissions, not -A: UDP and HTTP must work under them.
         const worker = startWorker(["-q", url, "--exec", job, "--wait", "1", ...args], {
           env: workerEnv,
+          binaryPermissions: true,
         });
         workers.push(worker);
         return worker;

@@ -74,8 +74,10 @@ async function withS3Fixture(
       return path;
     },
     worker(args, extraEnv = {}) {
+      // The release binary's permissions, not -A: S3, UDP and HTTP must work under them.
       const worker = startWorker(["-q", url, "--s3", "--wait", "1", ...args], {
         env: { ...env, ...extraEnv },
+        binaryPermissions: true,
       });
       workers.push(worker);
       return worker;
