@@ -517,6 +517,35 @@ Deno.test({
     }),
 });
 
+Deno.test({
+  name: "s3: an S3 endpoint that cannot be reached releases the message with a one-line reason",
+  ...testOptions,
+  fn: () =>
+    withS3Fixture({}, async (fixture) => {
+      const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (closed.addr as Deno.NetAddr).port;
+      closed.close();
+      await putObject(fixture.s3, fixture.bucket, "here.txt", "x");
+      await sendMessages(fixture.sqs, fixture.url, [
+        s3EventBody([{ bucket: fixture.bucket, key: "here.txt" }]),
+      ]);
+      const job = await fixture.script("job.sh", RECORDING_JOB);
+      const worker = fixture.worker(["--exec", job, "--backoff", "60"], {
+        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
+      });
+      const failed = await worker.waitForLine(
+        line("cannot open the job's input; releasing the message"),
+      );
+      strictEqual(
+        failed.error,
+        `cannot get s3://${fixture.bucket}/here.txt: cannot reach the S3 endpoint (connection refused)`,
+      );
+      await worker.waitForLine(line("message released"));
+      strictEqual(await queueTotal(fixture), 1);
+      deepStrictEqual(await fixture.ledger(), []);
+    }),
+});
+
 Deno.test("s3: event parsing: keys, SNS envelopes, test events, skipped and malformed records", () => {
   strictEqual(decodeS3Key("a+b%2Bc%2F%C3%BC%2520x.txt"), "a b+c/ü%20x.txt");
   strictEqual(decodeS3Key(encodeEventKey("x y+z%ä/日")), "x y+z%ä/日");
