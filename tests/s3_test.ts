@@ -483,7 +483,7 @@ sha256sum | cut -d' ' -f1 > "$DIR/sum-$SQSRUN_S3_KEY"`,
 });
 
 Deno.test({
-  name: "s3: a download that breaks off is logged as an error, and --s3-delete keeps the object",
+  name: "s3: a download that breaks off fails the job: the message is released, the object kept",
   ...testOptions,
   fn: () =>
     withS3Fixture({ notify: true }, async (fixture) => {
@@ -507,9 +507,12 @@ Deno.test({
         );
         strictEqual(broke.level, "error");
         strictEqual(broke.s3_key, "big");
-        const kept = await worker.waitForLine(line("the job succeeded but its follow-up failed"));
-        match(kept.error as string, /^not deleting s3:\/\/.+\/big: reading it failed part way/);
-        ok(Number(await Deno.readTextFile(`${fixture.dir}/got`)) < size, "the job got part of it");
+        const failed = await worker.waitForLine(line("job failed"), 30_000);
+        match(failed.error as string, /^the job's input broke off/);
+        strictEqual(failed.s3_key, "big");
+        ok(!worker.lines.some((l) => l.msg === "job finished"), "a truncated input never succeeds");
+        const released = await worker.waitForLine(line("message released"));
+        strictEqual(released.message_id, failed.message_id);
         ok(await objectExists(fixture.s3, fixture.bucket, "big"), "the object is kept");
       } finally {
         proxy.close();

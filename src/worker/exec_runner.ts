@@ -138,7 +138,15 @@ export function startExecJob(
     }
   };
 
-  writeBody(child.stdin, input.body, log);
+  // An input that breaks off (an S3 download cut short) must fail the job: the
+  // child may well exit 0 on a truncated stdin, and its message must not be deleted.
+  let inputError: string | undefined;
+  writeBody(child.stdin, input.body, log).then((error) => {
+    if (error === undefined) return;
+    inputError = `the job's input broke off: ${error}`;
+    log.warn("the job's input broke off; failing the job", { error });
+    signal("SIGTERM");
+  });
   const output = Promise.all([
     streamLines(child.stdout, (line) => log.info(line, { stream: "stdout" })),
     streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" })),
@@ -157,36 +165,58 @@ export function startExecJob(
     return {
       code: status.signal ? null : status.code,
       signal: status.signal ?? null,
+      error: inputError,
     };
   });
   return { pid, done, signal };
 }
 
+/**
+ * Writes the job's input to its stdin. Resolves to a description of a failure of
+ * the input itself, or undefined when all of it was written or the job stopped
+ * reading (which is the job's business, not an error).
+ */
 async function writeBody(
   stdin: WritableStream<Uint8Array>,
   body: string | ReadableStream<Uint8Array>,
   log: Logger,
-) {
-  if (typeof body !== "string") {
-    // Streamed input (an S3 object) flows through with back-pressure, never whole in memory.
-    try {
-      await body.pipeTo(stdin);
-    } catch (error) {
-      log.debug("job input stream ended early", { error: describeError(error) });
-      await body.cancel().catch(() => {});
-    }
-    return;
-  }
+): Promise<string | undefined> {
   const writer = stdin.getWriter();
-  try {
-    await writer.write(encoder.encode(body));
-    await writer.close();
-  } catch (error) {
-    // A job may exit without reading its input; that is its business, not an error here.
+  const stoppedReading = (error: unknown) => {
     log.debug("job did not read all of its stdin", { error: describeError(error) });
+    writer.abort().catch(() => {});
+  };
+  if (typeof body === "string") {
     try {
-      await writer.abort();
-    } catch { /* already closed */ }
+      await writer.write(encoder.encode(body));
+      await writer.close();
+    } catch (error) {
+      stoppedReading(error);
+    }
+    return undefined;
+  }
+  // Streamed input (an S3 object) flows chunk by chunk with back-pressure, never
+  // whole in memory; a read failure and a write failure mean different things.
+  const reader = body.getReader();
+  for (;;) {
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      writer.abort().catch(() => {});
+      return describeError(error);
+    }
+    try {
+      if (chunk.done) {
+        await writer.close();
+        return undefined;
+      }
+      await writer.write(chunk.value);
+    } catch (error) {
+      stoppedReading(error);
+      await reader.cancel().catch(() => {});
+      return undefined;
+    }
   }
 }
 
