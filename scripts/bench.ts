@@ -20,7 +20,9 @@ import {
   SendMessageBatchCommand,
   SQSClient,
 } from "@aws-sdk/client-sqs";
+import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { PROJECT_ROOT, startLocalAws, stopLocalAws } from "./local_aws.ts";
+import { uploadLargeObject } from "../tests/support/s3.ts";
 import { runtimeFlags } from "../src/permissions.ts";
 import meta from "../deno.json" with { type: "json" };
 
@@ -72,6 +74,8 @@ interface Bench {
   env: Record<string, string>;
   dir: string;
   quick: boolean;
+  /** moto: SQS and S3 for the S3 mode. */
+  motoUrl: string;
 }
 
 async function createQueue(bench: Bench, name: string): Promise<string> {
@@ -339,6 +343,151 @@ async function manyJobs(
   }
 }
 
+/** Throughput of `--run` with a module whose `run` does nothing, per concurrency. */
+async function modules(bench: Bench, runs: number, count: number): Promise<[number, number][]> {
+  const module = join(bench.dir, "noop_job.ts");
+  await Deno.writeTextFile(module, "export function run(_body: string): void {}\n");
+  const rows: [number, number][] = [];
+  for (const concurrency of [1, 10, 50]) {
+    const figures: RunFigures[] = [];
+    for (let run = 0; run < runs; run++) {
+      figures.push(
+        await timeDrain(bench, count, 100, (url) =>
+          spawnSqsrun(bench, [
+            "-q",
+            url,
+            "--run",
+            module,
+            "-c",
+            String(concurrency),
+            "--wait",
+            "1",
+            "-o",
+            "/dev/null",
+          ])),
+      );
+    }
+    const rate = median(figures.map((f) => f.messagesPerSecond));
+    console.error(`--run no-op module -c ${concurrency}: ${rate.toFixed(0)}/s`);
+    rows.push([concurrency, rate]);
+  }
+  return rows;
+}
+
+/** S3 mode: `objects` objects of `bytes` each, one event message per object, job reads all. */
+async function s3Mode(
+  bench: Bench,
+  objects: number,
+  bytes: number,
+  concurrency: number,
+): Promise<RunFigures> {
+  const s3 = new S3Client({
+    region: "us-east-1",
+    endpoint: bench.motoUrl,
+    forcePathStyle: true,
+    credentials: { accessKeyId: "bench", secretAccessKey: "bench" },
+  });
+  const sqs = new SQSClient({
+    region: "us-east-1",
+    endpoint: bench.motoUrl,
+    credentials: { accessKeyId: "bench", secretAccessKey: "bench" },
+  });
+  const bucket = `bench-${crypto.randomUUID().slice(0, 8)}`;
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const url = (await sqs.send(new CreateQueueCommand({ QueueName: bucket }))).QueueUrl!;
+  try {
+    const small = new Uint8Array(bytes).fill(120);
+    // Large objects go up in parts, so the benchmark itself never holds one whole.
+    const upload = (key: string) =>
+      bytes > 16 * 1024 * 1024
+        ? uploadLargeObject(s3, bucket, key, bytes)
+        : s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: small }));
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < objects) await upload(`object-${next++}`);
+    }));
+    for (let start = 0; start < objects; start += 10) {
+      await sqs.send(
+        new SendMessageBatchCommand({
+          QueueUrl: url,
+          Entries: Array.from({ length: Math.min(10, objects - start) }, (_, i) => ({
+            Id: String(i),
+            MessageBody: JSON.stringify({
+              Records: [{
+                eventName: "ObjectCreated:Put",
+                s3: {
+                  bucket: { name: bucket },
+                  object: { key: `object-${start + i}`, size: bytes },
+                },
+              }],
+            }),
+          })),
+        }),
+      );
+    }
+    const logPath = join(bench.dir, `${bucket}.log`);
+    const started = performance.now();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...runtimeFlags(),
+        "--quiet",
+        MAIN,
+        "-q",
+        url,
+        "--s3",
+        "--shell",
+        "--exec",
+        "cat > /dev/null",
+        "-c",
+        String(concurrency),
+        "--wait",
+        "1",
+        "-o",
+        logPath,
+      ],
+      env: { ...bench.env, AWS_ENDPOINT_URL: bench.motoUrl },
+      stdin: "null",
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0 };
+    const count = async () => {
+      const attributes = (await sqs.send(
+        new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["All"] }),
+      )).Attributes ?? {};
+      return Number(attributes.ApproximateNumberOfMessages ?? 0) +
+        Number(attributes.ApproximateNumberOfMessagesNotVisible ?? 0);
+    };
+    const deadline = Date.now() + 600_000;
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      try {
+        usage = processUsage(child.pid);
+      } catch { /* exited */ }
+      if (await count() === 0) break;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    await stop(child);
+    if (await count() !== 0) throw new Error("the S3 queue did not drain in 10 minutes");
+    // A missing object also empties the queue: count the jobs that really ran.
+    const finished = (await Deno.readTextFile(logPath)).split("\n")
+      .filter((line) => line.includes('"msg":"job finished"')).length;
+    if (finished !== objects) {
+      throw new Error(`S3 mode ran ${finished} jobs for ${objects} objects`);
+    }
+    return {
+      seconds,
+      messagesPerSecond: objects / seconds,
+      peakRssMiB: usage.hwmKiB / 1024,
+      cpuSeconds: usage.cpuSeconds,
+    };
+  } finally {
+    s3.destroy();
+    sqs.destroy();
+  }
+}
+
 async function commandLine(program: string, args: string[]): Promise<string> {
   try {
     const output = await new Deno.Command(program, { args, stdout: "piped", stderr: "piped" })
@@ -393,10 +542,21 @@ async function main(): Promise<void> {
     endpoint: state.elasticmq.url,
     credentials: { accessKeyId: "bench", secretAccessKey: "bench" },
   });
-  const bench: Bench = { client, env, dir, quick };
+  const bench: Bench = { client, env, dir, quick, motoUrl: state.moto.url };
   const started = performance.now();
   try {
     const rows = await throughput(bench, runs, count);
+    const moduleRows = await modules(bench, runs, count);
+    const small = await s3Mode(bench, quick ? 200 : 1_000, 10 * 1024, 10);
+    console.error(
+      `S3 small objects: ${fmt(small.messagesPerSecond)}/s, ${fmt(small.peakRssMiB)} MiB`,
+    );
+    const largeBytes = (quick ? 20 : 100) * 1024 * 1024;
+    const largeCount = quick ? 3 : 10;
+    const large = await s3Mode(bench, largeCount, largeBytes, 2);
+    console.error(
+      `S3 large objects: ${fmt(large.seconds, 1)} s, ${fmt(large.peakRssMiB)} MiB peak`,
+    );
     const lat = await latency(bench, quick ? 50 : 500);
     console.error(`latency p50 ${lat.p50} ms, p99 ${lat.p99} ms`);
     const rest = await idle(bench, quick ? 10 : 60);
@@ -447,6 +607,28 @@ async function main(): Promise<void> {
       ),
       "",
       "Target: sqsrun ≥ 0.9 × baseline at every concurrency.",
+      "",
+      "## `--run` modules (messages/s, a `run` that does nothing)",
+      "",
+      "| concurrency | `--run` | `--exec /bin/true` | ratio |",
+      "| ---: | ---: | ---: | ---: |",
+      ...moduleRows.map(([concurrency, rate]) => {
+        const exec = rows.find((row) => row.concurrency === concurrency)!.sqsrun;
+        return `| ${concurrency} | ${fmt(rate)} | ${fmt(exec)} | ${fmt(rate / exec, 2)} |`;
+      }),
+      "",
+      "## S3 mode (moto: SQS and S3; job `cat > /dev/null` through `--shell`)",
+      "",
+      "| objects | size | concurrency | seconds | objects/s | MB/s | worker peak RSS MiB |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      `| ${quick ? 200 : 1_000} | 10 KB | 10 | ${fmt(small.seconds, 1)} | ${
+        fmt(small.messagesPerSecond)
+      } | ${fmt((small.messagesPerSecond * 10 * 1024) / 1e6, 1)} | ${fmt(small.peakRssMiB)} |`,
+      `| ${largeCount} | ${largeBytes / 1024 / 1024} MiB | 2 | ${fmt(large.seconds, 1)} | ${
+        fmt(large.messagesPerSecond, 2)
+      } | ${fmt((largeCount * largeBytes) / large.seconds / 1e6)} | ${fmt(large.peakRssMiB)} |`,
+      "",
+      "Peak memory must stay flat: the object is streamed to the job, never held whole.",
       "",
       "## Latency, send to job start",
       "",
