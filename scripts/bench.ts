@@ -103,8 +103,8 @@ async function fill(bench: Bench, url: string, count: number, bodyBytes: number)
   }));
 }
 
-async function remaining(bench: Bench, url: string): Promise<number> {
-  const result = await bench.client.send(
+async function remaining(client: SQSClient, url: string): Promise<number> {
+  const result = await client.send(
     new GetQueueAttributesCommand({
       QueueUrl: url,
       AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -148,6 +148,36 @@ async function stop(child: Deno.ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * Samples `child` until `left()` says the queue is empty (at most 10 minutes), then
+ * stops it; the figures count from `started`.
+ */
+async function watchDrain(
+  child: Deno.ChildProcess,
+  started: number,
+  messages: number,
+  left: () => Promise<number>,
+): Promise<RunFigures> {
+  let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0 };
+  const deadline = Date.now() + 600_000;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    try {
+      usage = processUsage(child.pid);
+    } catch { /* exited */ }
+    if (await left() === 0) break;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await stop(child);
+  if (await left() !== 0) throw new Error("the queue did not drain in 10 minutes");
+  return {
+    seconds,
+    messagesPerSecond: messages / seconds,
+    peakRssMiB: usage.hwmKiB / 1024,
+    cpuSeconds: usage.cpuSeconds,
+  };
+}
+
 /** Fills a queue, starts `spawn`, and times it until the queue is empty. */
 async function timeDrain(
   bench: Bench,
@@ -159,25 +189,7 @@ async function timeDrain(
   try {
     await fill(bench, url, count, bodyBytes);
     const started = performance.now();
-    const child = spawn(url);
-    let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0 };
-    const deadline = Date.now() + 600_000;
-    while (Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      try {
-        usage = processUsage(child.pid);
-      } catch { /* exited */ }
-      if (await remaining(bench, url) === 0) break;
-    }
-    const seconds = (performance.now() - started) / 1000;
-    await stop(child);
-    if (await remaining(bench, url) !== 0) throw new Error("the queue did not drain in 10 minutes");
-    return {
-      seconds,
-      messagesPerSecond: count / seconds,
-      peakRssMiB: usage.hwmKiB / 1024,
-      cpuSeconds: usage.cpuSeconds,
-    };
+    return await watchDrain(spawn(url), started, count, () => remaining(bench.client, url));
   } finally {
     await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
   }
@@ -269,7 +281,7 @@ async function latency(bench: Bench, count: number): Promise<{ p50: number; p99:
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline && await remaining(bench, url) > 0) {
+    while (Date.now() < deadline && await remaining(bench.client, url) > 0) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const samples = (await Deno.readTextFile(ledger)).trim().split("\n").map((line) => {
@@ -283,6 +295,22 @@ async function latency(bench: Bench, count: number): Promise<{ p50: number; p99:
   }
 }
 
+/** CPU share and RSS of a running process over `seconds`, after `warmupMs`. */
+async function sampleUsage(
+  pid: number,
+  warmupMs: number,
+  seconds: number,
+): Promise<{ cpuPercent: number; rssMiB: number }> {
+  await new Promise((resolve) => setTimeout(resolve, warmupMs));
+  const before = processUsage(pid);
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  const after = processUsage(pid);
+  return {
+    cpuPercent: ((after.cpuSeconds - before.cpuSeconds) / seconds) * 100,
+    rssMiB: after.rssKiB / 1024,
+  };
+}
+
 /** CPU and memory of an idle worker over `seconds`. */
 async function idle(
   bench: Bench,
@@ -291,14 +319,7 @@ async function idle(
   const url = await createQueue(bench, `bench-idle-${crypto.randomUUID().slice(0, 8)}`);
   const child = spawnSqsrun(bench, ["-q", url, "--exec", "/bin/true", "-o", "/dev/null"]);
   try {
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
-    const before = processUsage(child.pid);
-    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-    const after = processUsage(child.pid);
-    return {
-      cpuPercent: ((after.cpuSeconds - before.cpuSeconds) / seconds) * 100,
-      rssMiB: after.rssKiB / 1024,
-    };
+    return await sampleUsage(child.pid, 2_000, seconds);
   } finally {
     await stop(child);
     await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
@@ -329,14 +350,7 @@ async function manyJobs(
     "12",
   ]);
   try {
-    await new Promise((resolve) => setTimeout(resolve, 4_000));
-    const before = processUsage(child.pid);
-    await new Promise((resolve) => setTimeout(resolve, 6_000));
-    const after = processUsage(child.pid);
-    return {
-      rssMiB: after.rssKiB / 1024,
-      cpuPercent: (after.cpuSeconds - before.cpuSeconds) / 6 * 100,
-    };
+    return await sampleUsage(child.pid, 4_000, 6);
   } finally {
     await stop(child);
     await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
@@ -451,37 +465,14 @@ async function s3Mode(
       stdout: "null",
       stderr: "inherit",
     }).spawn();
-    let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0 };
-    const count = async () => {
-      const attributes = (await sqs.send(
-        new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["All"] }),
-      )).Attributes ?? {};
-      return Number(attributes.ApproximateNumberOfMessages ?? 0) +
-        Number(attributes.ApproximateNumberOfMessagesNotVisible ?? 0);
-    };
-    const deadline = Date.now() + 600_000;
-    while (Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      try {
-        usage = processUsage(child.pid);
-      } catch { /* exited */ }
-      if (await count() === 0) break;
-    }
-    const seconds = (performance.now() - started) / 1000;
-    await stop(child);
-    if (await count() !== 0) throw new Error("the S3 queue did not drain in 10 minutes");
+    const figures = await watchDrain(child, started, objects, () => remaining(sqs, url));
     // A missing object also empties the queue: count the jobs that really ran.
     const finished = (await Deno.readTextFile(logPath)).split("\n")
       .filter((line) => line.includes('"msg":"job finished"')).length;
     if (finished !== objects) {
       throw new Error(`S3 mode ran ${finished} jobs for ${objects} objects`);
     }
-    return {
-      seconds,
-      messagesPerSecond: objects / seconds,
-      peakRssMiB: usage.hwmKiB / 1024,
-      cpuSeconds: usage.cpuSeconds,
-    };
+    return figures;
   } finally {
     s3.destroy();
     sqs.destroy();
