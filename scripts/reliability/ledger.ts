@@ -1,0 +1,169 @@
+/**
+ * The ledger: every job of a reliability scenario appends one line when it starts
+ * and one when it ends, so what ran, where, when and how often can be compared
+ * with what was pushed, independently of sqsrun's own log.
+ *
+ *     S <body> <job pid> <worker pid> <epoch ns> <receive count>
+ *     E <body> <job pid> <worker pid> <epoch ns>
+ *
+ * Lines are short single `echo >>` writes to a file opened with O_APPEND, so lines
+ * of concurrent jobs never interleave. A job whose worker was SIGKILLed keeps
+ * running (it is in a session of its own) and may still write its `E` line later:
+ * the analysis never takes an `E` line alone as proof that sqsrun saw a success.
+ *
+ * @module
+ */
+
+/** One run of one job, as the ledger tells it. */
+export interface Run {
+  /** The message body: a unique id per pushed message. */
+  body: string;
+  /** The job's pid (also its process group and session id). */
+  jobPid: number;
+  /** The worker that started it (the job's parent pid at start). */
+  workerPid: number;
+  /** Wall clock at the start, ns since the epoch. */
+  startNs: bigint;
+  /** Wall clock at the end; undefined when the job never reached its end. */
+  endNs?: bigint;
+  /** `SQSRUN_RECEIVE_COUNT` of this run. */
+  receiveCount: number;
+}
+
+/** The shell lines a job script uses to write its ledger lines (`$LEDGER`, `$body` set). */
+export const LEDGER_START =
+  'echo "S $body $$ $PPID $(date +%s%N) $SQSRUN_RECEIVE_COUNT" >> "$LEDGER"';
+/** See {@linkcode LEDGER_START}. */
+export const LEDGER_END = 'echo "E $body $$ $PPID $(date +%s%N)" >> "$LEDGER"';
+
+/**
+ * Parses ledger text into runs, in start order. An `E` line closes the latest open
+ * run of the same body and job pid; malformed lines (a torn last line) are skipped.
+ */
+export function parseLedger(text: string): Run[] {
+  const runs: Run[] = [];
+  const open = new Map<string, Run>();
+  for (const line of text.split("\n")) {
+    const parts = line.trim().split(" ");
+    if (parts.length < 5 || !/^\d+$/.test(parts[4])) continue;
+    const [kind, body, jobPid, workerPid, ns] = parts;
+    const key = `${body} ${jobPid}`;
+    if (kind === "S") {
+      const run: Run = {
+        body,
+        jobPid: Number(jobPid),
+        workerPid: Number(workerPid),
+        startNs: BigInt(ns),
+        receiveCount: Number(parts[5] ?? 0),
+      };
+      runs.push(run);
+      open.set(key, run);
+    } else if (kind === "E") {
+      const run = open.get(key);
+      if (!run) continue;
+      run.endNs = BigInt(ns);
+      open.delete(key);
+    }
+  }
+  return runs;
+}
+
+/** Reads and parses a ledger file; an absent file is an empty ledger. */
+export async function readLedger(path: string): Promise<Run[]> {
+  try {
+    return parseLedger(await Deno.readTextFile(path));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
+/** Groups runs by body, each list in start order. */
+export function runsByBody(runs: Run[]): Map<string, Run[]> {
+  const byBody = new Map<string, Run[]>();
+  for (const run of runs) {
+    const list = byBody.get(run.body) ?? [];
+    list.push(run);
+    byBody.set(run.body, list);
+  }
+  for (const list of byBody.values()) list.sort((a, b) => compare(a.startNs, b.startNs));
+  return byBody;
+}
+
+/** Two runs of one message that were running at the same time. */
+export interface Overlap {
+  body: string;
+  first: Run;
+  second: Run;
+}
+
+/**
+ * Finds runs of the same body whose intervals intersect. A run without an end is
+ * taken to run forever: when it cannot be shown not to overlap, it overlaps.
+ */
+export function findOverlaps(runs: Run[]): Overlap[] {
+  const overlaps: Overlap[] = [];
+  for (const [body, list] of runsByBody(runs)) {
+    for (let i = 0; i < list.length; i++) {
+      for (let j = i + 1; j < list.length; j++) {
+        const end = list[i].endNs;
+        if (end === undefined || list[j].startNs < end) {
+          overlaps.push({ body, first: list[i], second: list[j] });
+        }
+      }
+    }
+  }
+  return overlaps;
+}
+
+/** What a scenario's ledger says about delivery, compared with what was pushed. */
+export interface DeliveryReport {
+  /** Messages pushed. */
+  pushed: number;
+  /** Job runs started (ledger `S` lines). */
+  runs: number;
+  /** Runs beyond the first of each message: `runs - distinct messages run`. */
+  duplicates: number;
+  /** Pushed messages that ran more than once. */
+  runMoreThanOnce: string[];
+  /** Pushed messages without a run that sqsrun saw succeed (see `succeeded`). */
+  lost: string[];
+  /** Bodies in the ledger that were never pushed (a corrupt body, a foreign job). */
+  unknown: string[];
+}
+
+/**
+ * Compares the runs with the pushed bodies. `succeeded` holds the bodies whose
+ * success sqsrun itself observed (its `job finished` log lines); a message counts as
+ * lost unless it is there, whatever orphaned jobs wrote to the ledger.
+ */
+export function deliveryReport(
+  pushed: Iterable<string>,
+  runs: Run[],
+  succeeded: ReadonlySet<string>,
+): DeliveryReport {
+  const pushedSet = new Set(pushed);
+  const byBody = runsByBody(runs);
+  return {
+    pushed: pushedSet.size,
+    runs: runs.length,
+    duplicates: runs.length - byBody.size,
+    runMoreThanOnce: [...byBody].filter(([, list]) => list.length > 1).map(([body]) => body),
+    lost: [...pushedSet].filter((body) => !succeeded.has(body)),
+    unknown: [...byBody.keys()].filter((body) => !pushedSet.has(body)),
+  };
+}
+
+/** True when the run had not ended by `ns` (it was running, or never ended). */
+export function runningAt(run: Run, ns: bigint): boolean {
+  return run.startNs <= ns && (run.endNs === undefined || run.endNs > ns);
+}
+
+/** Wall clock now in ns since the epoch, comparable with the ledger's `date +%s%N`. */
+export function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
+function compare(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,71 @@
+/**
+ * What every reliability scenario gets and gives back: a context (one backend, a
+ * temporary folder, queues that are deleted afterwards, worker environments) and
+ * an outcome (figures for the table, failed checks).
+ *
+ * @module
+ */
+import type { SQSClient } from "@aws-sdk/client-sqs";
+
+/** One SQS emulator a scenario runs against. */
+export interface Backend {
+  name: "moto" | "elasticmq";
+  /** Endpoint URL, e.g. `http://127.0.0.1:40123`. */
+  endpoint: string;
+}
+
+/** What a scenario runs with. */
+export interface ScenarioContext {
+  backend: Backend;
+  /** The short form (`--quick`): fewer messages, shorter outages. */
+  quick: boolean;
+  /** A fresh folder for job scripts, the ledger and worker logs; removed afterwards. */
+  dir: string;
+  /** A client of the backend for pushing and inspecting. */
+  client: SQSClient;
+  /** Creates a queue with a unique name; every queue is deleted after the scenario. */
+  queue(prefix: string, attributes?: Record<string, string>): Promise<string>;
+  /** The whole environment of a worker talking to `endpoint` (default: the backend). */
+  workerEnv(endpoint?: string): Record<string, string>;
+  /** A progress line on stderr. */
+  progress(message: string): void;
+  /** Aborted when the scenario ran out of its time budget (or the run was interrupted). */
+  signal: AbortSignal;
+  /** `SQSRUN_TEST_*` of both running emulators, for scenarios that run `deno test`. */
+  testEnv?: Record<string, string>;
+}
+
+/** The figures of one scenario run; any may be absent when it does not apply. */
+export interface Figures {
+  messages?: number;
+  /** Workers killed (SIGKILL) or stopped (SIGTERM) during the run. */
+  kills?: number;
+  /** Job runs beyond the first per message. */
+  duplicates?: number;
+  /** Messages without a run that sqsrun saw succeed. */
+  lost?: number;
+  /** Highest VmRSS of a worker, MiB. */
+  peakRssMiB?: number;
+  /** CPU figure, already formatted. */
+  cpu?: string;
+  /** Other findings, one short sentence each. */
+  notes: string[];
+}
+
+/** What a scenario reports. */
+export interface ScenarioOutcome {
+  figures: Figures;
+  /** Failed checks; empty when the scenario passed. */
+  failures: string[];
+}
+
+/** One scenario of the suite. */
+export interface Scenario {
+  id: number;
+  name: string;
+  /** Needs both emulators at once (runs once, not per backend). */
+  bothBackends?: boolean;
+  /** Upper bound of its run time, for the watchdog, in ms. */
+  budgetMs(quick: boolean): number;
+  run(context: ScenarioContext): Promise<ScenarioOutcome>;
+}

@@ -1,0 +1,25 @@
+/**
+ * Every scenario of the reliability suite, in the order of docs/reliability.md.
+ *
+ * @module
+ */
+import { crashScenario, gracefulScenario } from "./crash.ts";
+import { hostileScenario } from "./hostile.ts";
+import { loadScenario } from "./load.ts";
+import { outageScenario } from "./outage.ts";
+import { poisonScenario } from "./poison.ts";
+import { runawayScenario } from "./runaway.ts";
+import type { Scenario } from "./scenario.ts";
+import { slowScenario } from "./slow.ts";
+
+/** The scenarios, by id. */
+export const SCENARIOS: readonly Scenario[] = [
+  crashScenario,
+  gracefulScenario,
+  outageScenario,
+  slowScenario,
+  poisonScenario,
+  runawayScenario,
+  hostileScenario,
+  loadScenario,
+];
