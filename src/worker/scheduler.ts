@@ -86,12 +86,14 @@ export class Scheduler {
   }
 
   /**
-   * Resolves once `count` slots are free, or `maxWaitMs` after the call, or when
+   * Resolves once `count` slots are free, or `maxWaitMs` after the call (never,
+   * for Infinity), or when
    * `signal` aborts: lets one receive call fill several slots that free up close
    * together instead of one call per slot.
    */
   async slotsFree(count: number, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
     if (this.freeSlots >= count || signal?.aborted) return;
+    if (maxWaitMs === Infinity) return this.#wait(() => this.freeSlots >= count, signal);
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), maxWaitMs);
     const either = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;

@@ -378,22 +378,60 @@ class Worker {
     }, timeout * 1000);
   }
 
+  /**
+   * Keeps up to one receive call in flight per `--batch-size` slots. Each call
+   * reserves the slots it asks for before it is sent, so every message it brings
+   * has a slot waiting: nothing received sits invisible for want of one.
+   */
   async #receiveLoop(): Promise<void> {
     const signal = this.#receiveAbort.signal;
+    const { concurrency, batchSize } = this.#parts.options;
+    const maxCalls = Math.max(1, Math.ceil(concurrency / batchSize));
+    const calls = new Set<Promise<void>>();
+    let reserved = 0;
     while (!this.#stopping) {
-      await this.#scheduler.slotFree(signal);
-      await this.#scheduler.slotsFree(this.#fullBatch, RECEIVE_COALESCE_MS, signal);
-      if (this.#stopping) break;
-      const messages = await this.#receiver.receive(this.#scheduler.freeSlots, signal);
-      for (const message of messages) {
-        this.#keeper.track(message);
-        if (this.#stopping) {
-          // Received while the drain began: it never started, so it goes straight back.
-          void this.#settler.giveBack(message);
-          continue;
-        }
-        this.#scheduler.accept(message);
+      if (calls.size >= maxCalls) {
+        await Promise.race(calls);
+        continue;
       }
+      if (this.#scheduler.freeSlots - reserved <= 0) {
+        // Wait for a slot, or for a call in flight to hand back what it reserved.
+        const stopWaiting = new AbortController();
+        await Promise.race([
+          ...calls,
+          this.#scheduler.slotsFree(
+            reserved + 1,
+            Infinity,
+            AbortSignal.any([signal, stopWaiting.signal]),
+          ),
+        ]);
+        stopWaiting.abort();
+        continue;
+      }
+      await this.#scheduler.slotsFree(reserved + this.#fullBatch, RECEIVE_COALESCE_MS, signal);
+      if (this.#stopping) break;
+      const count = Math.min(this.#scheduler.freeSlots - reserved, batchSize);
+      if (count <= 0) continue;
+      reserved += count;
+      const call = this.#receiver.receive(count, signal).then((messages) => {
+        reserved -= count;
+        this.#admit(messages);
+      });
+      calls.add(call);
+      call.finally(() => calls.delete(call));
+    }
+    await Promise.all(calls);
+  }
+
+  #admit(messages: JobMessage[]): void {
+    for (const message of messages) {
+      this.#keeper.track(message);
+      if (this.#stopping) {
+        // Received while the drain began: it never started, so it goes straight back.
+        void this.#settler.giveBack(message);
+        continue;
+      }
+      this.#scheduler.accept(message);
     }
   }
 
