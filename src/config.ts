@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { parseDocument, stringify as stringifyYaml } from "yaml";
 import { UsageError } from "./errors.ts";
 
 /** What one invocation does. Exactly one is chosen. */
@@ -744,7 +744,12 @@ export function resolveOptions(invocation: Invocation): Options {
 export function parseConfigText(text: string, path: string): Settings {
   let data: unknown;
   try {
-    data = parseYaml(text);
+    // Silent: the library would print its warnings to stderr itself; an unknown tag
+    // (`!!js/function`) is a mistake in the file, reported as one line like any other.
+    const document = parseDocument(text, { logLevel: "silent" });
+    const problem = document.errors[0] ?? document.warnings[0];
+    if (problem) throw problem;
+    data = document.toJS();
   } catch (error) {
     const first = error instanceof Error ? error.message.split("\n")[0].trim() : String(error);
     throw new UsageError(`configuration file '${path}': invalid YAML: ${first}`);

@@ -100,6 +100,18 @@ async function writeConfiguration(options: Options, settings: Settings): Promise
 }
 
 /**
+ * Escapes control characters, so text from a hostile endpoint or file cannot move
+ * the cursor, retitle the terminal or split the one error line.
+ */
+export function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(
+    /[\x00-\x08\x0a-\x1f\x7f]/g,
+    (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
+/**
  * Runs sqsrun with the given arguments and resolves to the exit code. Never throws:
  * every failure is printed as one line.
  */
@@ -108,11 +120,11 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
   const fail = (error: unknown): number => {
     const known = error instanceof UsageError || error instanceof RuntimeError;
     const text = known ? describeError(error) : `unexpected error: ${describeError(error)}`;
-    io.stderr(`sqsrun: ${redact(text, secrets)}\n`);
+    io.stderr(`sqsrun: ${printable(redact(text, secrets))}\n`);
     return known ? error.exitCode : EXIT_RUNTIME;
   };
   try {
-    const warn = (message: string) => io.stderr(`sqsrun: ${redact(message, secrets)}\n`);
+    const warn = (message: string) => io.stderr(`sqsrun: ${printable(redact(message, secrets))}\n`);
     const result = await parseCli(argv, { warn });
     if (result.kind === "help") {
       io.stdout(helpText());
@@ -152,7 +164,7 @@ if (import.meta.main) {
   // A running worker keeps going instead, as it holds messages: it logs stray rejections
   // itself, and an uncaught exception is reported here.
   const last = (error: unknown) => {
-    writeAllSync(Deno.stderr, `sqsrun: unexpected error: ${describeError(error)}\n`);
+    writeAllSync(Deno.stderr, `sqsrun: unexpected error: ${printable(describeError(error))}\n`);
     if (!workerRunning) Deno.exit(EXIT_RUNTIME);
   };
   globalThis.addEventListener("unhandledrejection", (event) => {

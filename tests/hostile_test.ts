@@ -614,7 +614,6 @@ Deno.test({
 
 Deno.test({
   name: "hostile: control characters an endpoint sends never reach stderr raw (finding F4)",
-  ignore: true,
   ...testOptions,
   async fn() {
     const endpoint = fakeEndpoint(() => new Response("\x1b[2J\x1b]0;owned\x07", { status: 200 }));
@@ -631,7 +630,6 @@ Deno.test({
 
 Deno.test({
   name: "hostile: a YAML tag sqsrun does not know is a one-line usage error (finding F3)",
-  ignore: true,
   ...testOptions,
   async fn() {
     const path = file("tag.yaml", 'queue: q\nexec: !!js/function "function(){}"\n');
@@ -642,7 +640,6 @@ Deno.test({
 
 Deno.test({
   name: "hostile: SIGTERM while the worker waits for its endpoint at start-up exits 0 (finding F2)",
-  ignore: true,
   ...testOptions,
   async fn() {
     const endpoint = fakeEndpoint(ANSWERS["500"]);

@@ -145,6 +145,10 @@ export async function runWorker(options: Options): Promise<number> {
     // Deletes and extensions must not wait behind a long poll's generous timeout.
     const settleClient = createSqsClient({ ...options, wait: 0 });
     const queueUrl = await resolveWorkerQueue(client, options.queue, log);
+    if (queueUrl === undefined) {
+      log.info("stopped by a signal before the queue could be reached");
+      return 0;
+    }
     const metrics = await createMetrics(options, log);
     const source = createSource(options, { metrics });
     // One stray rejection (a library's, or ours) must not end a worker that holds
@@ -174,20 +178,40 @@ export async function runWorker(options: Options): Promise<number> {
   }
 }
 
-/** Resolves the queue, retrying while the endpoint is unreachable; a missing queue is fatal. */
-async function resolveWorkerQueue(client: SQSClient, queue: string, log: Logger): Promise<string> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await resolveQueueUrl(client, queue);
-    } catch (error) {
-      if (isPermanentError(error)) throw error;
-      const delay = backoffDelay(attempt, { floorMs: 1_000, capMs: 30_000 });
-      log.warn("cannot resolve the queue yet; retrying", {
-        error: describeError(error),
-        retry_in_ms: delay,
-      });
-      await sleep(delay);
+/**
+ * Resolves the queue, retrying while the endpoint is unreachable; a missing queue
+ * is fatal. Resolves undefined when SIGTERM/SIGINT arrives first: an operator may
+ * stop a worker that is still waiting for its endpoint.
+ */
+async function resolveWorkerQueue(
+  client: SQSClient,
+  queue: string,
+  log: Logger,
+): Promise<string | undefined> {
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  const stopped = new Promise<undefined>((resolve) =>
+    stop.signal.addEventListener("abort", () => resolve(undefined), { once: true })
+  );
+  try {
+    for (let attempt = 1; !stop.signal.aborted; attempt++) {
+      try {
+        return await Promise.race([resolveQueueUrl(client, queue), stopped]);
+      } catch (error) {
+        if (isPermanentError(error)) throw error;
+        const delay = backoffDelay(attempt, { floorMs: 1_000, capMs: 30_000 });
+        log.warn("cannot resolve the queue yet; retrying", {
+          error: describeError(error),
+          retry_in_ms: delay,
+        });
+        await sleep(delay, stop.signal);
+      }
     }
+    return undefined;
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   }
 }
 
