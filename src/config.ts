@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { parseDocument, stringify as stringifyYaml } from "yaml";
+import { parseAllDocuments, stringify as stringifyYaml } from "yaml";
 import { UsageError } from "./errors.ts";
 
 /** What one invocation does. Exactly one is chosen. */
@@ -746,7 +746,13 @@ export function parseConfigText(text: string, path: string): Settings {
   try {
     // Silent: the library would print its warnings to stderr itself; an unknown tag
     // (`!!js/function`) is a mistake in the file, reported as one line like any other.
-    const document = parseDocument(text, { logLevel: "silent" });
+    const documents = parseAllDocuments(text, { logLevel: "silent" });
+    if (!Array.isArray(documents)) return {};
+    if (documents.length > 1) {
+      throw new Error(`${documents.length} documents in one file; a configuration is one mapping`);
+    }
+    const [document] = documents;
+    if (!document) return {};
     const problem = document.errors[0] ?? document.warnings[0];
     if (problem) throw problem;
     data = document.toJS();
