@@ -796,6 +796,9 @@ export interface LoadConfigOptions {
   warn?: (message: string) => void;
 }
 
+/** The largest configuration file sqsrun reads. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /**
  * Reads and parses a configuration file. An unreadable file is a usage error; a
  * file that others can read and that holds a secret key gets a warning.
@@ -806,8 +809,19 @@ export async function loadConfigFile(
 ): Promise<Settings> {
   let text: string;
   try {
+    // Only a regular file of sane size: `-f /dev/zero` or a FIFO must not eat memory or hang.
+    const info = await Deno.stat(path);
+    if (!info.isFile) {
+      throw new UsageError(`configuration file '${path}' is not a regular file`);
+    }
+    if (info.size > MAX_CONFIG_BYTES) {
+      throw new UsageError(
+        `configuration file '${path}' is ${info.size} bytes; at most ${MAX_CONFIG_BYTES} are read`,
+      );
+    }
     text = await Deno.readTextFile(path);
   } catch (error) {
+    if (error instanceof UsageError) throw error;
     throw new UsageError(`cannot read configuration file '${path}': ${describeFsError(error)}`);
   }
   const layer = parseConfigText(text, path);

@@ -5,6 +5,7 @@
  * @module
  */
 import type { LogFormat } from "./config.ts";
+import { describeError, RuntimeError } from "./errors.ts";
 
 /** Severity of a log line, lowest first. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -71,7 +72,12 @@ function stdoutSink(): Sink {
 
 function fileSink(path: string): Sink {
   const open = () => Deno.openSync(path, { append: true, create: true, mode: 0o640 });
-  let file = open();
+  let file: Deno.FsFile;
+  try {
+    file = open();
+  } catch (error) {
+    throw new RuntimeError(`-o/--log: cannot open '${path}': ${describeError(error)}`);
+  }
   return {
     write(line) {
       try {
@@ -81,7 +87,20 @@ function fileSink(path: string): Sink {
       }
     },
     reopen() {
-      const next = open();
+      let next: Deno.FsFile;
+      try {
+        next = open();
+      } catch (error) {
+        // Keep logging where we were rather than nowhere, and say why.
+        const reason = JSON.stringify(describeError(error));
+        try {
+          writeAll(
+            file,
+            encoder.encode(`{"level":"error","msg":"cannot reopen the log","error":${reason}}\n`),
+          );
+        } catch { /* nowhere left to say it */ }
+        return;
+      }
       const previous = file;
       file = next;
       try {

@@ -656,3 +656,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "hostile: -f of a device, a FIFO or a huge file is a one-line usage error (finding F5)",
+  ...testOptions,
+  async fn() {
+    const huge = file("huge.yaml", "# " + "x".repeat(1024 * 1024 + 10) + "\nqueue: q\n");
+    const fifo = join(Deno.makeTempDirSync(), "fifo");
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    for (
+      const [path, words] of [
+        ["/dev/zero", ["not a regular file"]],
+        [fifo, ["not a regular file"]],
+        [huge, ["at most 1048576"]],
+      ] as const
+    ) {
+      const result = await runCli(["-f", path, "--list"], { timeoutMs: 30_000 });
+      assertOneLineError(result, 2, [path, ...words]);
+    }
+  },
+});
+
+Deno.test({
+  name: "hostile: a -o log that cannot be opened names -o/--log, exit 1 (finding F7)",
+  ...testOptions,
+  async fn() {
+    const [backend] = sqsBackends();
+    const result = await runCli(
+      [
+        "-q",
+        `${backend.endpoint}/000000000000/q`,
+        "--exec",
+        "/bin/cat",
+        "-o",
+        "/nonexistent/x.log",
+      ],
+      { env: awsEnv(backend.endpoint), timeoutMs: 30_000 },
+    );
+    assertOneLineError(result, 1, ["-o/--log", "/nonexistent/x.log"]);
+    ok(!result.stderr.includes("unexpected error"), result.stderr);
+  },
+});
