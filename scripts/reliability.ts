@@ -32,6 +32,7 @@ import {
 } from "./local_aws.ts";
 import { killAllWorkers } from "./reliability/harness.ts";
 import { SCENARIOS } from "./reliability/scenarios.ts";
+import { startSqsWitness } from "./reliability/witness.ts";
 import type { Backend, Figures, Scenario, ScenarioContext } from "./reliability/scenario.ts";
 import { createQueue, deleteQueue } from "../tests/support/sqs.ts";
 
@@ -216,6 +217,7 @@ async function runScenario(
     credentials: { accessKeyId: "test", secretAccessKey: "test" },
   });
   const queues: string[] = [];
+  const witness = startSqsWitness(backend.endpoint);
   const label = scenario.bothBackends ? "both" : backend.name;
   const budget = scenario.budgetMs(options.quick);
   const abort = new AbortController();
@@ -225,6 +227,7 @@ async function runScenario(
     quick: options.quick,
     dir,
     client,
+    witness,
     testEnv: servers.testEnv,
     async queue(prefix, attributes) {
       const name = `rel-${prefix}-${Date.now().toString(36)}-${++queueCounter}`;
@@ -232,7 +235,7 @@ async function runScenario(
       queues.push(url);
       return url;
     },
-    workerEnv(endpoint = backend.endpoint) {
+    workerEnv(endpoint = witness.url) {
       return workerEnvironment(endpoint, servers.emptyConfig);
     },
     progress(message) {
@@ -265,6 +268,7 @@ async function runScenario(
     await killAllWorkers();
     await Promise.all(queues.map((url) => deleteQueue(client, url)));
     client.destroy();
+    await witness.close();
   }
   const ok = failures.length === 0;
   const keep = !ok || options.keep;

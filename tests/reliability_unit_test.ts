@@ -9,6 +9,7 @@ import {
   deliveryReport,
   findOverlaps,
   parseLedger,
+  redeliveredAfterDelete,
   runningAt,
 } from "../scripts/reliability/ledger.ts";
 import { parseProcStat, parseVmRss } from "../scripts/reliability/procfs.ts";
@@ -73,6 +74,22 @@ Deno.test("reliability ledger: lost means no success sqsrun saw, whatever orphan
   ok(runningAt(first, 1500n));
   ok(!runningAt(first, 2000n));
   ok(runningAt(runs[3], 10_000n), "an open run is running at any later time");
+});
+
+Deno.test("reliability ledger: a run after an acknowledged delete is the queue's duplicate", () => {
+  // b ran at 1100 and 9000; the queue acknowledged deleting b at 6000: the second run
+  // is the queue's. a's delete came after both runs: its duplicate is sqsrun's.
+  const runs = parseLedger(LEDGER);
+  const deletedAt = (body: string) => ({ a: 3000n, b: 6000n } as Record<string, bigint>)[body];
+  deepStrictEqual(
+    redeliveredAfterDelete(runs, deletedAt).map((run) => [run.body, run.jobPid]),
+    [["b", 400]],
+  );
+  const report = deliveryReport(["a", "b", "c"], runs, new Set(["a", "b"]), deletedAt);
+  strictEqual(report.duplicates, 2);
+  strictEqual(report.redelivered, 1);
+  strictEqual(report.ownDuplicates, 1);
+  deepStrictEqual(report.runMoreThanOnce, ["a"]);
 });
 
 Deno.test("reliability procfs: stat fields after a command name with spaces and parentheses", () => {

@@ -14,6 +14,7 @@
  */
 import { join } from "node:path";
 import {
+  type DeletedAt,
   deliveryReport,
   LEDGER_END,
   LEDGER_START,
@@ -21,16 +22,20 @@ import {
   readLedger,
   type Run,
   runningAt,
+  runsByBody,
 } from "./ledger.ts";
 import {
+  assertRunning,
   Checks,
   countLines,
+  deletedAtOf,
   launchWorker,
   type LogLine,
   observedSuccesses,
   pushBodies,
   queueIsEmpty,
   readLog,
+  redeliveryNotes,
   sample,
   sleep,
   usageFigures,
@@ -150,6 +155,7 @@ async function churn(
   while (stopped < kills) {
     await sleep(100);
     context.signal.throwIfAborted();
+    assertRunning(slots.map((slot) => slot.worker));
     const done = await ended();
     if (done < milestones[stopped] || Date.now() - lastKill < minGapMs) continue;
     if (done >= count) break;
@@ -172,6 +178,7 @@ async function churn(
       "every message succeeded and the queue is empty",
       { client, url },
       async () => {
+        assertRunning(slots.map((slot) => slot.worker));
         logs = await Promise.all(incarnations.map(({ worker }) => readLog(worker.logPath)));
         return observedSuccesses(logs, ids).size === count && await queueIsEmpty(client, url);
       },
@@ -196,7 +203,8 @@ async function churn(
   const inputless = allRuns.filter((run) => run.body === "");
   const runs = allRuns.filter((run) => run.body !== "");
   const succeeded = observedSuccesses(logs, ids);
-  const report = deliveryReport(bodies, runs, succeeded);
+  const deletedAt = deletedAtOf(context.witness, ids);
+  const report = deliveryReport(bodies, runs, succeeded, deletedAt);
   const counts = await queueCounts(client, url);
 
   checks.that(stopped >= kills / 2, `only ${stopped} workers were stopped; the run was too short`);
@@ -223,10 +231,10 @@ async function churn(
     kills: stopped,
     duplicates: report.duplicates,
     lost: report.lost.length,
-    notes: [],
+    notes: redeliveryNotes(report),
   };
   if (signal === "SIGKILL") {
-    checkDuplicatesExplained(checks, runs, orphanParents);
+    checkDuplicatesExplained(checks, runs, orphanParents, deletedAt);
     figures.notes.push(orphanNote(runs, killed));
     if (inputless.length > 0) {
       figures.notes.push(
@@ -235,7 +243,11 @@ async function churn(
     }
   } else {
     checks.equal(inputless.length, 0, "jobs that got an empty body");
-    checks.equal(report.duplicates, 0, `duplicate runs (${sample(report.runMoreThanOnce)})`);
+    checks.equal(
+      report.ownDuplicates,
+      0,
+      `duplicate runs (${sample(report.runMoreThanOnce)})`,
+    );
     checks.equal(countLines(logs, "job failed"), 0, "failed jobs");
     for (const { worker, stoppedNs } of incarnations) {
       if (stoppedNs === undefined) continue;
@@ -287,21 +299,24 @@ function checkSuccessesRan(
 
 /**
  * A message may run again only because an earlier run's worker was SIGKILLed
- * before it could delete the message: every run but the last of a message must
- * belong to a killed worker (or to init, when the job outlived its worker at once).
+ * before it could delete the message, or because the queue delivered it again after
+ * acknowledging its delete: every run but the last of a message must belong to a
+ * killed worker (or to init, when the job outlived its worker at once), or be
+ * followed by a run that started after the acknowledged delete.
  */
 function checkDuplicatesExplained(
   checks: Checks,
   runs: Run[],
   orphanParents: ReadonlySet<number>,
+  deletedAt: DeletedAt,
 ): void {
-  const byBody = new Map<string, Run[]>();
-  for (const run of runs) byBody.set(run.body, [...(byBody.get(run.body) ?? []), run]);
   const unexplained: string[] = [];
-  for (const [body, list] of byBody) {
-    for (const run of list.slice(0, -1)) {
-      if (!orphanParents.has(run.workerPid)) unexplained.push(body);
-    }
+  for (const [body, list] of runsByBody(runs)) {
+    const deleted = deletedAt(body);
+    list.slice(0, -1).forEach((run, index) => {
+      const redelivered = deleted !== undefined && list[index + 1].startNs > deleted;
+      if (!orphanParents.has(run.workerPid) && !redelivered) unexplained.push(body);
+    });
   }
   checks.equal(unexplained.length, 0, `duplicates not caused by a kill (${sample(unexplained)})`);
 }

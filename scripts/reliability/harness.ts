@@ -12,6 +12,8 @@ import { fileURLToPath } from "node:url";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { runtimeFlags } from "../../src/permissions.ts";
 import { RssSampler } from "./procfs.ts";
+import type { DeletedAt, DeliveryReport } from "./ledger.ts";
+import type { SqsWitness } from "./witness.ts";
 import { queueCounts } from "../../tests/support/sqs.ts";
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
@@ -72,7 +74,7 @@ export function launchWorker(spec: LaunchSpec): WorkerRun {
   }).spawn();
   let stderrText = "";
   let exit: Deno.CommandStatus | undefined;
-  (async () => {
+  const stderrDone = (async () => {
     const decoder = new TextDecoder();
     try {
       for await (const chunk of child.stderr) {
@@ -81,10 +83,17 @@ export function launchWorker(spec: LaunchSpec): WorkerRun {
     } catch { /* the pipe broke with the worker */ }
   })();
   const usage = new RssSampler(child.pid, 250);
-  const status = child.status.then((value) => {
+  const status = child.status.then(async (value) => {
     exit = value;
     usage.stop();
     live.delete(worker);
+    // Kept next to the log for the post-mortem of a failed scenario (a crash, a signal).
+    await stderrDone;
+    const signal = value.signal ?? "none";
+    await Deno.writeTextFile(
+      `${spec.logPath}.exit`,
+      `pid ${child.pid} exit code ${value.code} signal ${signal}\n${stderrText}`,
+    ).catch(() => {});
     return value;
   });
   const worker: WorkerRun = {
@@ -177,6 +186,18 @@ export async function logHas(path: string, msg: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Throws when any of `workers` exited: a worker must only end when told to. */
+export function assertRunning(workers: WorkerRun[]): void {
+  const exited = workers.filter((worker) => worker.exitStatus() !== undefined);
+  if (exited.length === 0) return;
+  const what = exited.map((worker) => {
+    const status = worker.exitStatus()!;
+    const stderr = worker.stderr().trim().split("\n").slice(-3).join(" | ");
+    return `${worker.pid} (code ${status.code}, signal ${status.signal ?? "none"}: ${stderr})`;
+  });
+  throw new Error(`worker(s) exited on their own: ${what.join("; ")}`);
 }
 
 /** Waits until the worker logged `worker started`, or fails when it exits first. */
@@ -305,6 +326,25 @@ export function observedSuccesses(
     }
   }
   return bodies;
+}
+
+/** When the witness saw the queue acknowledge deleting each body's message; `ids`: id → body. */
+export function deletedAtOf(witness: SqsWitness, ids: ReadonlyMap<string, string>): DeletedAt {
+  const idOfBody = new Map([...ids].map(([id, body]) => [body, id]));
+  return (body) => {
+    const id = idOfBody.get(body);
+    const at = id === undefined ? undefined : witness.deletedAt(id);
+    return at === undefined ? undefined : BigInt(at) * 1_000_000n;
+  };
+}
+
+/** A note for the report when the queue delivered deleted messages again; else none. */
+export function redeliveryNotes(report: DeliveryReport): string[] {
+  if (report.redelivered === 0) return [];
+  return [
+    `${report.redelivered} of the duplicates were the queue's: it delivered a message again ` +
+    "after acknowledging its delete (at-least-once; moto loses concurrent deletes)",
+  ];
 }
 
 /** Peak VmRSS (MiB) and total CPU seconds of a set of workers, for the table. */

@@ -79,7 +79,7 @@ async function hostile(context: ScenarioContext): Promise<ScenarioOutcome> {
       notes: summary
         ? [
           `${summary.passed} tests with ${summary.steps} steps passed, ${summary.failed} failed, ` +
-          `${summary.ignored} ignored (known findings)`,
+          `${summary.ignored} ignored`,
         ]
         : [],
     },

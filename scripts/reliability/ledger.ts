@@ -116,6 +116,20 @@ export function findOverlaps(runs: Run[]): Overlap[] {
   return overlaps;
 }
 
+/** When the queue acknowledged deleting a body's message (ns since the epoch), if it did. */
+export type DeletedAt = (body: string) => bigint | undefined;
+
+/**
+ * Runs that started after the queue had acknowledged deleting their message: the
+ * queue delivered it again (SQS's at-least-once delivery; moto's lost deletes).
+ */
+export function redeliveredAfterDelete(runs: Run[], deletedAt: DeletedAt): Run[] {
+  return runs.filter((run) => {
+    const at = deletedAt(run.body);
+    return at !== undefined && run.startNs > at;
+  });
+}
+
 /** What a scenario's ledger says about delivery, compared with what was pushed. */
 export interface DeliveryReport {
   /** Messages pushed. */
@@ -124,7 +138,11 @@ export interface DeliveryReport {
   runs: number;
   /** Runs beyond the first of each message: `runs - distinct messages run`. */
   duplicates: number;
-  /** Pushed messages that ran more than once. */
+  /** Of those, runs the queue caused by delivering a message after acknowledging its delete. */
+  redelivered: number;
+  /** Duplicates among the other runs: sqsrun's (or a crash's), which a clean run must not have. */
+  ownDuplicates: number;
+  /** Pushed messages that ran more than once, not counting the queue's redeliveries. */
   runMoreThanOnce: string[];
   /** Pushed messages without a run that sqsrun saw succeed (see `succeeded`). */
   lost: string[];
@@ -135,22 +153,28 @@ export interface DeliveryReport {
 /**
  * Compares the runs with the pushed bodies. `succeeded` holds the bodies whose
  * success sqsrun itself observed (its `job finished` log lines); a message counts as
- * lost unless it is there, whatever orphaned jobs wrote to the ledger.
+ * lost unless it is there, whatever orphaned jobs wrote to the ledger. `deletedAt`
+ * (from the witness) separates the queue's redeliveries from sqsrun's duplicates.
  */
 export function deliveryReport(
   pushed: Iterable<string>,
   runs: Run[],
   succeeded: ReadonlySet<string>,
+  deletedAt: DeletedAt = () => undefined,
 ): DeliveryReport {
   const pushedSet = new Set(pushed);
-  const byBody = runsByBody(runs);
+  const redelivered = new Set(redeliveredAfterDelete(runs, deletedAt));
+  const ownRuns = runs.filter((run) => !redelivered.has(run));
+  const own = runsByBody(ownRuns);
   return {
     pushed: pushedSet.size,
     runs: runs.length,
-    duplicates: runs.length - byBody.size,
-    runMoreThanOnce: [...byBody].filter(([, list]) => list.length > 1).map(([body]) => body),
+    duplicates: runs.length - runsByBody(runs).size,
+    redelivered: redelivered.size,
+    ownDuplicates: ownRuns.length - own.size,
+    runMoreThanOnce: [...own].filter(([, list]) => list.length > 1).map(([body]) => body),
     lost: [...pushedSet].filter((body) => !succeeded.has(body)),
-    unknown: [...byBody.keys()].filter((body) => !pushedSet.has(body)),
+    unknown: [...runsByBody(runs).keys()].filter((body) => !pushedSet.has(body)),
   };
 }
 

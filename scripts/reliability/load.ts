@@ -15,12 +15,14 @@ import { deliveryReport, LEDGER_END, LEDGER_START, nowNs, readLedger } from "./l
 import {
   Checks,
   countLines,
+  deletedAtOf,
   launchWorker,
   type LogLine,
   observedSuccesses,
   pushBodies,
   queueIsEmpty,
   readLog,
+  redeliveryNotes,
   sample,
   waitFor,
   waitForOutcome,
@@ -114,7 +116,12 @@ async function load(context: ScenarioContext): Promise<ScenarioOutcome> {
   await worker.stop();
   logs = await readLog(worker.logPath);
   const runs = await readLedger(ledger);
-  const report = deliveryReport(bodies, runs, observedSuccesses([logs], ids));
+  const report = deliveryReport(
+    bodies,
+    runs,
+    observedSuccesses([logs], ids),
+    deletedAtOf(context.witness, ids),
+  );
   const counts = await queueCounts(client, url);
   const jobSecondsTotal = runs.reduce(
     (sum, run) => sum + (run.endNs ? Number(run.endNs - run.startNs) / 1e9 : 0),
@@ -127,7 +134,7 @@ async function load(context: ScenarioContext): Promise<ScenarioOutcome> {
     `messages without a success sqsrun saw (${sample(report.lost)})`,
   );
   checks.equal(
-    report.duplicates,
+    report.ownDuplicates,
     0,
     `messages run more than once (${sample(report.runMoreThanOnce)})`,
   );
@@ -147,6 +154,7 @@ async function load(context: ScenarioContext): Promise<ScenarioOutcome> {
       peakRssMiB: peakMiB,
       cpu: Number.isFinite(perJobSecond) ? `${perJobSecond.toFixed(5)} s/job-s` : undefined,
       notes: [
+        ...redeliveryNotes(report),
         `${count} jobs of ${jobSeconds} s at once: all started ${
           allStartedIn.toFixed(1)
         } s after the push; spy received ${spied} in ${spyCalls} calls; ` +

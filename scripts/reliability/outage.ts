@@ -16,12 +16,14 @@ import { deliveryReport, readLedger } from "./ledger.ts";
 import {
   Checks,
   countLines,
+  deletedAtOf,
   launchWorker,
   type LogLine,
   observedSuccesses,
   pushBodies,
   queueIsEmpty,
   readLog,
+  redeliveryNotes,
   sample,
   sleep,
   usageFigures,
@@ -55,7 +57,8 @@ async function outage(context: ScenarioContext): Promise<ScenarioOutcome> {
   const ledger = join(dir, "ledger");
   const bodies = crashBodies(count);
   const ids = await pushBodies(client, url, bodies);
-  const proxy = startTcpProxy(context.backend.endpoint);
+  // Workers -> relay (cut here) -> witness -> emulator.
+  const proxy = startTcpProxy(context.witness.url);
   const checks = new Checks();
   const workers = [0, 1].map((n) =>
     launchWorker({
@@ -103,7 +106,12 @@ async function outage(context: ScenarioContext): Promise<ScenarioOutcome> {
   await Promise.all(workers.map((worker) => worker.stop()));
   logs = await Promise.all(workers.map((worker) => readLog(worker.logPath)));
   const runs = await readLedger(ledger);
-  const report = deliveryReport(bodies, runs, observedSuccesses(logs, ids));
+  const report = deliveryReport(
+    bodies,
+    runs,
+    observedSuccesses(logs, ids),
+    deletedAtOf(context.witness, ids),
+  );
   const counts = await queueCounts(client, url);
 
   checks.equal(alive, workers.length, "workers alive after the outage");
@@ -151,6 +159,7 @@ async function outage(context: ScenarioContext): Promise<ScenarioOutcome> {
             lines.filter((line) => line.msg === "receive failed; backing off").length
           ).join(" and ")
         }; ${undeleted} successful job(s) could not delete their message (run again later)`,
+        ...redeliveryNotes(report),
       ],
     },
     failures: checks.failures,

@@ -12,11 +12,13 @@ import { queueCounts } from "../../tests/support/sqs.ts";
 import { deliveryReport, LEDGER_END, LEDGER_START, readLedger, runsByBody } from "./ledger.ts";
 import {
   Checks,
+  deletedAtOf,
   launchWorker,
   type LogLine,
   observedSuccesses,
   pushBodies,
   readLog,
+  redeliveryNotes,
   sample,
   usageFigures,
   waitForOutcome,
@@ -96,6 +98,7 @@ ${LEDGER_END}`,
     bodies.slice(1),
     runs.filter((run) => run.body !== POISON),
     observedSuccesses([logs], ids),
+    deletedAtOf(context.witness, ids),
   );
   const dead = await client.send(
     new ReceiveMessageCommand({ QueueUrl: dlq, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }),
@@ -115,7 +118,7 @@ ${LEDGER_END}`,
   checks.equal(main.visible + main.inFlight + main.delayed, 0, "messages left in the main queue");
   checks.equal(report.lost.length, 0, `good messages without a success (${sample(report.lost)})`);
   checks.equal(
-    report.duplicates,
+    report.ownDuplicates,
     0,
     `good messages run more than once (${sample(report.runMoreThanOnce)})`,
   );
@@ -131,6 +134,7 @@ ${LEDGER_END}`,
       duplicates: report.duplicates,
       lost: report.lost.length,
       notes: [
+        ...redeliveryNotes(report),
         `poison message ran ${poisonRuns.length} times (receive counts ${
           poisonRuns.map((run) => run.receiveCount).join(", ")
         }), then ${(dead.Messages ?? []).length} message in the dead-letter queue`,

@@ -6,6 +6,7 @@
  * @module
  */
 import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { SqsWitness } from "./witness.ts";
 
 /** One SQS emulator a scenario runs against. */
 export interface Backend {
@@ -25,7 +26,9 @@ export interface ScenarioContext {
   client: SQSClient;
   /** Creates a queue with a unique name; every queue is deleted after the scenario. */
   queue(prefix: string, attributes?: Record<string, string>): Promise<string>;
-  /** The whole environment of a worker talking to `endpoint` (default: the backend). */
+  /** Relays workers' calls to the backend and records the deletes it acknowledged. */
+  witness: SqsWitness;
+  /** The whole environment of a worker talking to `endpoint` (default: the witness). */
   workerEnv(endpoint?: string): Record<string, string>;
   /** A progress line on stderr. */
   progress(message: string): void;
