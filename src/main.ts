@@ -104,12 +104,15 @@ async function writeConfiguration(options: Options, settings: Settings): Promise
  * the cursor, retitle the terminal or split the one error line.
  */
 export function printable(text: string): string {
-  // deno-lint-ignore no-control-regex
   return text.replace(
-    /[\x00-\x08\x0a-\x1f\x7f]/g,
+    CONTROL_CHARACTERS,
     (char) => `\\x${char.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
 }
+
+/** C0 controls but tab, and DEL. */
+// deno-lint-ignore no-control-regex
+const CONTROL_CHARACTERS = /[\x00-\x08\x0a-\x1f\x7f]/g;
 
 /**
  * Runs sqsrun with the given arguments and resolves to the exit code. Never throws:
