@@ -33,13 +33,12 @@ import {
   type LogLine,
   observedSuccesses,
   pushBodies,
-  queueIsEmpty,
   readLog,
   redeliveryNotes,
   sample,
   sleep,
   usageFigures,
-  waitForOutcome,
+  waitForEverySuccess,
   waitStarted,
   type WorkerRun,
   writeJob,
@@ -174,13 +173,13 @@ async function churn(
   const deadlineMs = quick ? 90_000 : 300_000;
   let logs: LogLine[][] = [];
   try {
-    await waitForOutcome(
-      "every message succeeded and the queue is empty",
+    await waitForEverySuccess(
       { client, url },
+      ids,
+      count,
       async () => {
         assertRunning(slots.map((slot) => slot.worker));
-        logs = await Promise.all(incarnations.map(({ worker }) => readLog(worker.logPath)));
-        return observedSuccesses(logs, ids).size === count && await queueIsEmpty(client, url);
+        return logs = await Promise.all(incarnations.map(({ worker }) => readLog(worker.logPath)));
       },
       deadlineMs,
       context.signal,

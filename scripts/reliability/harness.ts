@@ -272,6 +272,30 @@ export async function waitForOutcome(
   );
 }
 
+/**
+ * Waits until sqsrun logged a success for `count` distinct pushed bodies and the
+ * queue is empty (or has stayed empty). `readLogs` reads the workers' logs; callers
+ * keep what it read last for their checks.
+ */
+export function waitForEverySuccess(
+  queue: { client: SQSClient; url: string },
+  ids: ReadonlyMap<string, string>,
+  count: number,
+  readLogs: () => Promise<LogLine[][]>,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  return waitForOutcome(
+    "every message succeeded and the queue is empty",
+    queue,
+    async () =>
+      observedSuccesses(await readLogs(), ids).size === count &&
+      await queueIsEmpty(queue.client, queue.url),
+    timeoutMs,
+    signal,
+  );
+}
+
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -20,12 +20,11 @@ import {
   type LogLine,
   observedSuccesses,
   pushBodies,
-  queueIsEmpty,
   readLog,
   redeliveryNotes,
   sample,
   waitFor,
-  waitForOutcome,
+  waitForEverySuccess,
   waitStarted,
   writeJob,
 } from "./harness.ts";
@@ -98,13 +97,11 @@ async function load(context: ScenarioContext): Promise<ScenarioOutcome> {
       spyCalls++;
       spied += result.Messages?.length ?? 0;
     }
-    await waitForOutcome(
-      "every message succeeded and the queue is empty",
+    await waitForEverySuccess(
       { client, url },
-      async () => {
-        logs = await readLog(worker.logPath);
-        return observedSuccesses([logs], ids).size === count && await queueIsEmpty(client, url);
-      },
+      ids,
+      count,
+      async () => [logs = await readLog(worker.logPath)],
       jobSeconds * 1000 + 60_000,
       context.signal,
     );

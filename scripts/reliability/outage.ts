@@ -21,14 +21,13 @@ import {
   type LogLine,
   observedSuccesses,
   pushBodies,
-  queueIsEmpty,
   readLog,
   redeliveryNotes,
   sample,
   sleep,
   usageFigures,
   waitFor,
-  waitForOutcome,
+  waitForEverySuccess,
   waitStarted,
   writeJob,
 } from "./harness.ts";
@@ -87,13 +86,11 @@ async function outage(context: ScenarioContext): Promise<ScenarioOutcome> {
     proxy.restore();
     restoredAt = Date.now();
     context.progress("endpoint restored");
-    await waitForOutcome(
-      "every message succeeded and the queue is empty",
+    await waitForEverySuccess(
       { client, url },
-      async () => {
-        logs = await Promise.all(workers.map((worker) => readLog(worker.logPath)));
-        return observedSuccesses(logs, ids).size === count && await queueIsEmpty(client, url);
-      },
+      ids,
+      count,
+      async () => (logs = await Promise.all(workers.map((worker) => readLog(worker.logPath)))),
       quick ? 60_000 : 120_000,
       context.signal,
     );

@@ -34,12 +34,11 @@ import {
   launchWorker,
   type LogLine,
   observedSuccesses,
-  queueIsEmpty,
   readLog,
   sample,
   scanLog,
   sleep,
-  waitForOutcome,
+  waitForEverySuccess,
   waitStarted,
   writeJob,
 } from "./harness.ts";
@@ -182,14 +181,11 @@ async function runaway(context: ScenarioContext): Promise<ScenarioOutcome> {
   const total = pushed.ids.size;
   let logs: LogLine[] = [];
   try {
-    await waitForOutcome(
-      "every message succeeded and the queue is empty",
+    await waitForEverySuccess(
       { client, url },
-      async () => {
-        logs = await readLog(worker.logPath);
-        return observedSuccesses([logs], pushed.ids).size === total &&
-          await queueIsEmpty(client, url);
-      },
+      pushed.ids,
+      total,
+      async () => [logs = await readLog(worker.logPath)],
       100_000,
       context.signal,
     );

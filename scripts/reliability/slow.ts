@@ -17,12 +17,11 @@ import {
   type LogLine,
   observedSuccesses,
   pushBodies,
-  queueIsEmpty,
   readLog,
   redeliveryNotes,
   sample,
   usageFigures,
-  waitForOutcome,
+  waitForEverySuccess,
   waitStarted,
   writeJob,
 } from "./harness.ts";
@@ -68,13 +67,11 @@ async function slow(context: ScenarioContext): Promise<ScenarioOutcome> {
   let logs: LogLine[][] = [];
   try {
     await Promise.all(workers.map((worker) => waitStarted(worker, context.signal)));
-    await waitForOutcome(
-      "every message succeeded and the queue is empty",
+    await waitForEverySuccess(
       { client, url },
-      async () => {
-        logs = await Promise.all(workers.map((worker) => readLog(worker.logPath)));
-        return observedSuccesses(logs, ids).size === count && await queueIsEmpty(client, url);
-      },
+      ids,
+      count,
+      async () => (logs = await Promise.all(workers.map((worker) => readLog(worker.logPath)))),
       quick ? 60_000 : 120_000,
       context.signal,
     );
