@@ -56,6 +56,8 @@ export interface ResultRow {
   failures: string[];
   /** The scenario's folder when it was kept. */
   kept?: string;
+  /** The scenario's folder when it was to be kept but no longer existed. */
+  gone?: string;
 }
 
 const USAGE =
@@ -273,6 +275,9 @@ async function runScenario(
   const ok = failures.length === 0;
   const keep = !ok || options.keep;
   if (!keep) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  // Never name a folder as kept when it is not there: something outside the suite
+  // may have removed it, and the report must say so.
+  const gone = keep && !(await Deno.stat(dir).then(() => true, () => false));
   const row: ResultRow = {
     scenario,
     backend: label,
@@ -280,7 +285,8 @@ async function runScenario(
     seconds: (performance.now() - started) / 1000,
     figures,
     failures,
-    kept: keep ? dir : undefined,
+    kept: keep && !gone ? dir : undefined,
+    gone: gone ? dir : undefined,
   };
   context.progress(`${ok ? "pass" : "FAIL"} in ${row.seconds.toFixed(1)} s`);
   for (const failure of failures) context.progress(`  failed: ${failure}`);
@@ -380,6 +386,9 @@ function printReport(rows: ResultRow[], seconds: number, options: SuiteOptions):
     for (const note of notes) console.log(`- ${where}: ${note}`);
     for (const failure of row.failures) console.log(`- ${where}: FAILED: ${failure}`);
     if (row.kept) console.log(`- ${where}: logs and ledger kept in ${row.kept}`);
+    if (row.gone) {
+      console.log(`- ${where}: its folder ${row.gone} was removed by something outside the suite`);
+    }
   }
   const failed = rows.filter((row) => !row.ok).length;
   console.log(failed === 0 ? "\nall scenarios passed" : `\n${failed} scenario run(s) FAILED`);

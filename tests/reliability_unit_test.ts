@@ -4,14 +4,18 @@
  * parsers, and the command line. A wrong verdict here would let a lost message
  * pass, so these are tested without any emulator.
  */
-import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
+import { join } from "node:path";
 import {
   deliveryReport,
   findOverlaps,
+  FolderGoneError,
   parseLedger,
+  readLedger,
   redeliveredAfterDelete,
   runningAt,
 } from "../scripts/reliability/ledger.ts";
+import { readLog } from "../scripts/reliability/harness.ts";
 import { parseProcStat, parseVmRss } from "../scripts/reliability/procfs.ts";
 import { maxReceiveFailures } from "../scripts/reliability/outage.ts";
 import { longestStall } from "../scripts/reliability/runaway.ts";
@@ -90,6 +94,29 @@ Deno.test("reliability ledger: a run after an acknowledged delete is the queue's
   strictEqual(report.redelivered, 1);
   strictEqual(report.ownDuplicates, 1);
   deepStrictEqual(report.runMoreThanOnce, ["a"]);
+});
+
+Deno.test("reliability ledger and logs: an absent file is empty, an absent folder is an error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-reliability-unit-" });
+  try {
+    // No job has written yet: an empty ledger, an empty log.
+    deepStrictEqual(await readLedger(join(dir, "ledger")), []);
+    deepStrictEqual(await readLog(join(dir, "worker-0.log")), []);
+    await Deno.writeTextFile(join(dir, "ledger"), "S a 100 10 1000 1\nE a 100 10 2000\n");
+    await Deno.writeTextFile(
+      join(dir, "worker-0.log"),
+      '{"level":"info","msg":"job finished","message_id":"m1","outcome":"succeeded"}\n',
+    );
+    strictEqual((await readLedger(join(dir, "ledger"))).length, 1);
+    strictEqual((await readLog(join(dir, "worker-0.log"))).length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  // The folder removed under the scenario (the one failed run of scenario 4 on
+  // ElasticMQ): reading it as empty would report every message lost and no job run.
+  await rejects(readLedger(join(dir, "ledger")), FolderGoneError);
+  await rejects(readLog(join(dir, "worker-0.log")), FolderGoneError);
+  await rejects(readLedger(join(dir, "ledger")), /was removed while the scenario ran/);
 });
 
 Deno.test("reliability procfs: stat fields after a command name with spaces and parentheses", () => {

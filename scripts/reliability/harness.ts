@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { runtimeFlags } from "../../src/permissions.ts";
 import { RssSampler } from "./procfs.ts";
-import type { DeletedAt, DeliveryReport } from "./ledger.ts";
+import { assertFolderOf, type DeletedAt, type DeliveryReport } from "./ledger.ts";
 import type { SqsWitness } from "./witness.ts";
 import { queueCounts } from "../../tests/support/sqs.ts";
 
@@ -131,7 +131,8 @@ export async function killAllWorkers(): Promise<void> {
 /**
  * Reads a worker's log file line by line without holding it whole (a job may have
  * written 50 MB through it). Job output lines (`stream`) are skipped unless
- * `withOutput`; lines that are not JSON are skipped.
+ * `withOutput`; lines that are not JSON are skipped. An absent file reads as empty;
+ * an absent folder throws (see {@linkcode assertFolderOf}).
  */
 export async function readLog(path: string, withOutput = false): Promise<LogLine[]> {
   const lines: LogLine[] = [];
@@ -151,8 +152,9 @@ export async function scanLog(
   try {
     file = await Deno.open(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    throw error;
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    await assertFolderOf(path);
+    return;
   }
   let pending = "";
   const take = (text: string) => {
