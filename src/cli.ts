@@ -392,6 +392,9 @@ Job:
       --wait SEC                  Long-poll wait, whole seconds 0..20 (default: ${d.wait})
   -c, --concurrency N             Jobs run at once, 1..1000 (default: ${d.concurrency})
       --batch-size N              Messages per receive, 1..10 (default: ${d.batchSize})
+      --prefetch N|auto           Messages held ready beyond the running jobs, 0..1000; auto
+                                  holds about 1 s of work by recent job times, at most
+                                  --batch-size (default: auto)
       --shell                     Run --exec COMMAND through 'sh -c' (default: off)
       --env KEY=VALUE             Set an environment variable of the job (repeatable)
       --backoff BASE[,MAX]        Delay a failed message BASE*2^(receives-1) seconds, at most

@@ -79,6 +79,8 @@ export interface Options {
   // worker
   concurrency: number;
   batchSize: number;
+  /** `--prefetch`: most messages held beyond the running jobs, or "auto" (about a second of work). */
+  prefetch: number | "auto";
   backoff?: Backoff;
   maxReceives?: number;
   daemon?: string;
@@ -157,6 +159,7 @@ export interface Settings {
   shutdownTimeout?: number;
   concurrency?: number;
   batchSize?: number;
+  prefetch?: number | "auto";
   backoff?: Backoff;
   maxReceives?: number;
   daemon?: string;
@@ -185,6 +188,7 @@ export type SettingKind =
   | "backoff"
   | "choice"
   | "statsd"
+  | "prefetch"
   | "listen"
   | "tags";
 
@@ -249,6 +253,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: "wait", field: "wait", kind: "integer", min: 0, max: 20 },
   { key: "concurrency", short: "c", field: "concurrency", kind: "integer", min: 1, max: 1000 },
   { key: "batch-size", field: "batchSize", kind: "integer", min: 1, max: 10 },
+  { key: "prefetch", field: "prefetch", kind: "prefetch", min: 0, max: 1000 },
   { key: "backoff", field: "backoff", kind: "backoff" },
   {
     key: "max-receives",
@@ -332,6 +337,14 @@ function parseNumberText(spec: SettingSpec, text: string, where: string): number
     );
   }
   return checkNumber(spec, Number(text.trim()), where);
+}
+
+/** Parses a `--prefetch` count (an integer, since "auto" was handled by the caller). */
+function parsePrefetch(spec: SettingSpec, text: string, where: string): number {
+  if (!INTEGER_TEXT.test(text.trim())) {
+    throw new UsageError(`${where} must be auto or ${describeRange(spec, true)}, got '${text}'`);
+  }
+  return checkNumber({ ...spec, kind: "integer" }, Number(text.trim()), where);
 }
 
 /** Splits `Key=Value`; the key must not be empty. */
@@ -487,6 +500,8 @@ export function applyFlagValue(layer: Settings, spec: SettingSpec, text: string)
     case "statsd":
       if (text !== "off") parseAddress(text, where);
       return set(text);
+    case "prefetch":
+      return set(text === "auto" ? "auto" : parsePrefetch(spec, text, where));
     case "listen":
       parseAddress(text, where, LISTEN_HOST);
       return set(text);
@@ -558,6 +573,10 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
         }
         return item;
       }));
+    case "prefetch":
+      if (value === "auto") return set(value);
+      if (typeof value !== "number") throw wrongType("a number of messages or auto");
+      return set(checkNumber({ ...spec, kind: "integer" }, value, where));
     case "statsd":
       if (typeof value !== "string") throw wrongType("HOST:PORT or off");
       if (value !== "off") parseAddress(value, where);
@@ -720,6 +739,7 @@ export function resolveOptions(invocation: Invocation): Options {
     shutdownTimeout: s.shutdownTimeout ?? killTimeout,
     concurrency: s.concurrency ?? DEFAULTS.concurrency,
     batchSize: s.batchSize ?? DEFAULTS.batchSize,
+    prefetch: s.prefetch ?? "auto",
     backoff: s.backoff,
     maxReceives: s.maxReceives,
     daemon: s.daemon,

@@ -69,6 +69,7 @@ Deno.test("defaults and derived values", async () => {
     shutdownTimeout: 150,
     concurrency: 1,
     batchSize: 10,
+    prefetch: "auto",
     backoff: undefined,
     maxReceives: undefined,
     daemon: undefined,
@@ -127,9 +128,12 @@ Deno.test("decimals where they make sense, integers elsewhere", async () => {
     "1000",
     "--batch-size",
     "1",
+    "--prefetch",
+    "0",
     "--wait",
     "0",
   ]);
+  equal(options.prefetch, 0);
   equal(options.interval, 0.25);
   equal(options.killRetry, 1.5);
   equal(options.killGrace, 0);
@@ -228,6 +232,8 @@ Deno.test("parseConfigText checks keys and types and names the file and key", ()
       shell: true,
     },
   );
+  deepStrictEqual(parseConfigText("prefetch: auto\n", "p.yaml"), { prefetch: "auto" });
+  deepStrictEqual(parseConfigText("prefetch: 4\n", "p.yaml"), { prefetch: 4 });
   const cases: [string, RegExp][] = [
     ["timeout: '30'\n", /'f\.yaml'.*'timeout'.*number/],
     ["timeout: 30.5\n", /'timeout'.*integer/],
@@ -241,6 +247,9 @@ Deno.test("parseConfigText checks keys and types and names the file and key", ()
     ["list: true\n", /unknown key 'list'/],
     ["backoff: '9,3'\n", /'backoff'.*MAX/],
     ["log-level: loud\n", /'log-level'.*loud/],
+    ["prefetch: '4'\n", /'prefetch'.*number of messages or auto/],
+    ["prefetch: 1.5\n", /'prefetch'.*integer/],
+    ["prefetch: 1001\n", /'prefetch'.*1000/],
     ["a: [\n", /'f\.yaml': invalid YAML/],
     ["a: 1\na: 2\n", /invalid YAML/],
     ["42\n", /mapping/],
@@ -321,6 +330,8 @@ const FULL = [
   "5",
   "--batch-size",
   "3",
+  "--prefetch",
+  "7",
   "--shell",
   "--kill-grace",
   "2.5",

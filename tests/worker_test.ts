@@ -389,6 +389,80 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 
+  test("--prefetch: held messages stay invisible past -t and none runs twice across two workers", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat); echo "start $body" >> "$LEDGER"; sleep 1; echo "end $body" >> "$LEDGER"`,
+      );
+      const bodies = Array.from({ length: 8 }, (_, i) => `p${i}`);
+      await sendMessages(fixture.client, fixture.url, bodies);
+      // Each worker may hold 4 messages behind its one slot: the last waits about
+      // 4 s, twice the visibility timeout, so only the extension keeps it hidden.
+      const args = [
+        "--exec",
+        job,
+        "-c",
+        "1",
+        "--prefetch",
+        "4",
+        "-t",
+        "2",
+        "-e",
+        "1",
+        "--wait",
+        "1",
+      ];
+      fixture.worker(args);
+      fixture.worker(args);
+      await waitUntil(
+        "every job ended",
+        async () => (await fixture.ledgerLines()).filter((l) => l.startsWith("end")).length >= 8,
+        30_000,
+      );
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      // Give a lapsed message every chance to show up again.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      const started = (await fixture.ledgerLines())
+        .filter((line) => line.startsWith("start"))
+        .map((line) => line.split(" ")[1])
+        .sort();
+      deepStrictEqual(started, bodies, "a message ran twice, or not at all");
+    });
+  });
+
+  test("SIGTERM gives back the messages held ahead at once; they never ran", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat); echo "start $body" >> "$LEDGER"; sleep 2; echo "end $body" >> "$LEDGER"`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["h1", "h2", "h3", "h4"]);
+      const worker = fixture.worker([
+        "--exec",
+        job,
+        "-c",
+        "1",
+        "--prefetch",
+        "3",
+        "--wait",
+        "1",
+        "-t",
+        "60",
+      ]);
+      await worker.waitForLine((line) => line.msg === "job started");
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      worker.signal("SIGTERM");
+      strictEqual((await worker.exit(20_000)).code, 0);
+      const lines = await fixture.ledgerLines();
+      strictEqual(lines.length, 2, `one job only: ${lines.join(", ")}`);
+      ok(worker.lines.some((line) => line.msg === "message given back"), "nothing was held");
+      const counts = await queueCounts(fixture.client, fixture.url);
+      // With -t 60, only an explicit release makes them visible this soon.
+      deepStrictEqual([counts.visible, counts.inFlight], [3, 0]);
+    });
+  });
+
   test("the endpoint going away and coming back loses no message and the worker lives on", async () => {
     await withFixture(backend, {}, async (fixture) => {
       const proxy = startTcpProxy(backend.endpoint);

@@ -18,7 +18,7 @@ import {
   type JobMessage,
   toJobMessage,
 } from "../src/worker/message.ts";
-import { Scheduler } from "../src/worker/scheduler.ts";
+import { AUTO_PREFETCH_HOLD_MS, prefetchCount, Scheduler } from "../src/worker/scheduler.ts";
 import {
   extensionSeconds,
   releaseVisibility,
@@ -422,7 +422,10 @@ Deno.test("jobEnvironment: --env cannot override the message's own SQSRUN_* vari
 // ---------------------------------------------------------------------------
 
 /** A scheduler whose jobs end only when the test says so. */
-function schedulerHarness(concurrency: number, options: { holdAbandon?: boolean } = {}) {
+function schedulerHarness(
+  concurrency: number,
+  options: { holdAbandon?: boolean; holdLimitMs?: number } = {},
+) {
   const started: string[] = [];
   const abandoned: string[] = [];
   const jobs = new Map<string, Deferred<boolean>>();
@@ -433,6 +436,7 @@ function schedulerHarness(concurrency: number, options: { holdAbandon?: boolean 
   let groupOverlap = false;
   const scheduler = new Scheduler({
     concurrency,
+    holdLimitMs: options.holdLimitMs,
     run(message) {
       started.push(message.id);
       active += 1;
@@ -659,6 +663,99 @@ Deno.test("Scheduler: idle resolves at once when empty, else after the last mess
   ok(!(await hasSettled(idle)), "idle before the abandoned message was given back");
   h.abandons.get("a2")!.resolve();
   ok(await hasSettled(idle), "idle did not resolve");
+});
+
+Deno.test("Scheduler: with a prefetch, messages beyond -c wait ready and start as jobs end", async () => {
+  const h = schedulerHarness(2);
+  const { scheduler } = h;
+  scheduler.prefetch = 3;
+  strictEqual(scheduler.capacity, 5);
+  strictEqual(scheduler.freeSlots, 5);
+  for (const id of ["m1", "m2", "m3", "m4", "m5"]) scheduler.accept(jobMessage(id));
+  deepStrictEqual(h.started, ["m1", "m2"], "more jobs started than -c");
+  strictEqual(scheduler.ready, 3);
+  strictEqual(scheduler.freeSlots, 0);
+  await h.finish("m2", true);
+  deepStrictEqual(h.started, ["m1", "m2", "m3"], "the oldest held message starts next");
+  strictEqual(scheduler.running, 2);
+  // Lowering the prefetch drops nothing already held.
+  scheduler.prefetch = 0;
+  strictEqual(scheduler.ready, 2);
+  strictEqual(scheduler.freeSlots, -2);
+  deepStrictEqual(scheduler.takeWaiting().map((message) => message.id), ["m4", "m5"]);
+  scheduler.released(2);
+  await h.finish("m1", true);
+  await h.finish("m3", true);
+  strictEqual(h.maxActive, 2);
+  strictEqual(scheduler.inHand, 0);
+  ok(scheduler.meanRunMs !== undefined, "no run time was measured");
+});
+
+Deno.test("Scheduler: a held FIFO successor waits for a free slot, not only for its group", async () => {
+  const h = schedulerHarness(1);
+  const { scheduler } = h;
+  scheduler.prefetch = 2;
+  scheduler.accept(jobMessage("a1", { groupId: "A" }));
+  scheduler.accept(jobMessage("b1", { groupId: "B" }));
+  scheduler.accept(jobMessage("a2", { groupId: "A" }));
+  deepStrictEqual(h.started, ["a1"]);
+  await h.finish("a1", true);
+  // b1 was ready first; a2 became ready when a1 ended and must wait its turn.
+  deepStrictEqual(h.started, ["a1", "b1"]);
+  await h.finish("b1", true);
+  deepStrictEqual(h.started, ["a1", "b1", "a2"]);
+  await h.finish("a2", true);
+  strictEqual(h.maxActive, 1);
+  strictEqual(h.groupOverlap, false);
+});
+
+Deno.test("Scheduler: a standard message held past holdLimitMs is given back; a FIFO one is not", async () => {
+  const h = schedulerHarness(1, { holdLimitMs: 60 });
+  const { scheduler } = h;
+  scheduler.prefetch = 3;
+  scheduler.accept(jobMessage("running"));
+  scheduler.accept(jobMessage("held"));
+  scheduler.accept(jobMessage("fifo", { groupId: "G" }));
+  await delay(20);
+  deepStrictEqual(h.abandoned, [], "given back before the limit");
+  await waitFor(() => h.abandoned.length > 0, "the held message to be given back");
+  await delay(100);
+  deepStrictEqual(h.abandoned, ["held"]);
+  strictEqual(scheduler.inHand, 2);
+  await h.finish("running", true);
+  deepStrictEqual(h.started, ["running", "fifo"]);
+  await h.finish("fifo", true);
+  strictEqual(scheduler.inHand, 0);
+});
+
+Deno.test("Scheduler: changed resolves when a slot frees or the prefetch changes, and on abort", async () => {
+  const h = schedulerHarness(1);
+  h.scheduler.accept(jobMessage("a"));
+  const change = h.scheduler.changed();
+  ok(!(await hasSettled(change)));
+  await h.finish("a", true);
+  ok(await hasSettled(change), "a freed slot is a change");
+  const another = h.scheduler.changed();
+  h.scheduler.prefetch = 4;
+  ok(await hasSettled(another), "a new prefetch is a change");
+  const controller = new AbortController();
+  const aborted = h.scheduler.changed(controller.signal);
+  controller.abort();
+  ok(await hasSettled(aborted), "abort did not end changed");
+  ok(await hasSettled(h.scheduler.changed(controller.signal)), "an aborted signal must not wait");
+});
+
+Deno.test("prefetchCount: auto holds about a second of work, at most a batch; a number is kept", () => {
+  const auto = { setting: "auto" as const, concurrency: 1, batchSize: 10 };
+  strictEqual(prefetchCount({ ...auto, meanRunMs: undefined }), 0, "before any run time is known");
+  strictEqual(prefetchCount({ ...auto, meanRunMs: 2 }), 10, "short jobs: one batch");
+  strictEqual(prefetchCount({ ...auto, batchSize: 3, meanRunMs: 2 }), 3, "never beyond a batch");
+  strictEqual(prefetchCount({ ...auto, meanRunMs: AUTO_PREFETCH_HOLD_MS / 4 }), 4);
+  strictEqual(prefetchCount({ ...auto, concurrency: 8, meanRunMs: 2_000 }), 4, "spread over slots");
+  strictEqual(prefetchCount({ ...auto, meanRunMs: AUTO_PREFETCH_HOLD_MS + 1 }), 0, "long jobs");
+  strictEqual(prefetchCount({ ...auto, meanRunMs: 0 }), 10);
+  strictEqual(prefetchCount({ ...auto, setting: 0, meanRunMs: 1 }), 0);
+  strictEqual(prefetchCount({ ...auto, setting: 25, meanRunMs: 60_000 }), 25);
 });
 
 // ---------------------------------------------------------------------------

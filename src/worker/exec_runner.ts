@@ -10,6 +10,7 @@ import type { JobMessage } from "./message.ts";
 import { jobEnvironment } from "./message.ts";
 import type { JobHandle, JobResult, KillSignal } from "./job.ts";
 import type { JobInput, JobRunner } from "./runner.ts";
+import { findExecutable, type Isolation } from "./isolation.ts";
 
 /** What `--exec` runs. */
 export interface ExecSpec {
@@ -28,7 +29,6 @@ const MAX_LINE_BYTES = 16 * 1024;
 /** How long to wait for output still buffered in pipes after the child exited. */
 const OUTPUT_DRAIN_MS = 2_000;
 
-const isWindows = Deno.build.os === "windows";
 const encoder = new TextEncoder();
 
 /** Returns the program and arguments to spawn for `spec`. */
@@ -37,60 +37,37 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
   return { program: spec.command, args: spec.args };
 }
 
-/** Where a `setsid` program is commonly installed (util-linux, busybox). */
-const SETSID_PATHS = ["/usr/bin/setsid", "/bin/setsid", "/usr/sbin/setsid", "/sbin/setsid"];
-
-/**
- * Returns the path of `setsid`, if this system has one. Deno's `detached` spawn
- * has to fork the whole worker to call setsid() in the child, which blocks the
- * event loop for milliseconds per job once the worker is large; spawning the
- * small `setsid` program, which makes itself a session leader and then execs
- * the job, uses the fast spawn path with the same result.
- */
-export function findSetsid(): string | undefined {
-  if (isWindows) return undefined;
-  for (const path of SETSID_PATHS) {
-    try {
-      const info = Deno.statSync(path);
-      if (info.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return path;
-    } catch {
-      // Not there; try the next place.
-    }
-  }
-  return undefined;
-}
-
-/** How a job's child gets a process group of its own. */
-export type Isolation = { kind: "setsid"; path: string } | { kind: "detached" } | { kind: "none" };
-
-/**
- * Chooses the isolation for this system: `setsid` if present and it runs a job
- * in place (it must exec, not fork and return at once), else a detached spawn.
- */
-export async function detectIsolation(): Promise<Isolation> {
-  if (isWindows) return { kind: "none" };
-  const path = findSetsid();
-  if (!path) return { kind: "detached" };
-  try {
-    const probe = await new Deno.Command(path, {
-      args: ["--", "/bin/sh", "-c", "exit 7"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    if (probe.code === 7) return { kind: "setsid", path };
-  } catch {
-    // An unusable setsid: fall through.
-  }
-  return { kind: "detached" };
-}
-
-/** Returns the runner of `--exec` jobs. */
+/** Returns the runner of `--exec` jobs; closing it removes what `isolation` installed. */
 export function execRunner(spec: ExecSpec, isolation: Isolation): JobRunner {
+  const programs = new ProgramCache();
   return {
-    start: (message, input, log) => startExecJob(message, input, spec, log, isolation),
-    close: () => Promise.resolve(),
+    details: { isolation: isolation.kind === "wrapper" ? isolation.name : isolation.kind },
+    start: (message, input, log) => startExecJob(message, input, spec, log, isolation, programs),
+    close: () => {
+      if (isolation.kind === "wrapper") isolation.remove();
+      return Promise.resolve();
+    },
   };
+}
+
+/**
+ * Remembers where programs were found, per search path: a wrapper that execs the
+ * job without a PATH search (the session helper) needs the full path, and looking
+ * it up for every job would cost a few stat calls each. Only hits are kept, so a
+ * program installed later is found.
+ */
+export class ProgramCache {
+  #found = new Map<string, string>();
+
+  /** Returns the path `program` runs from under `searchPath`, or undefined if there is none. */
+  find(program: string, searchPath: string): string | undefined {
+    const key = `${searchPath}\0${program}`;
+    const cached = this.#found.get(key);
+    if (cached !== undefined) return cached;
+    const found = findExecutable(program, searchPath);
+    if (found !== undefined) this.#found.set(key, found);
+    return found;
+  }
 }
 
 /** Starts the job for `message`; a child that cannot be spawned ends as a failed job. */
@@ -100,30 +77,37 @@ export function startExecJob(
   spec: ExecSpec,
   log: Logger,
   isolation: Isolation,
+  programs: ProgramCache = new ProgramCache(),
 ): JobHandle {
   const { program, args } = commandLine(spec);
+  const env = jobEnvironment(message, { ...spec.env, ...input.env });
+  const failed = (failure: string): JobHandle => ({
+    pid: undefined,
+    done: Promise.resolve({ code: null, signal: null, error: failure }),
+    signal: () => {},
+  });
   // A new session makes the child a process-group leader, so one signal to the
   // group reaches every process the job started.
-  const [spawnProgram, spawnArgs] = isolation.kind === "setsid"
-    ? [isolation.path, ["--", program, ...args]]
-    : [program, args];
+  let spawnProgram = program;
+  let spawnArgs = args;
+  if (isolation.kind === "wrapper") {
+    const path = programs.find(program, env.PATH ?? Deno.env.get("PATH") ?? "");
+    if (path === undefined) return failed(`cannot start ${program}: no such executable file`);
+    spawnProgram = isolation.path;
+    spawnArgs = [...isolation.prefix, path, ...args];
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(spawnProgram, {
       args: spawnArgs,
-      env: jobEnvironment(message, { ...spec.env, ...input.env }),
+      env,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
       detached: isolation.kind === "detached",
     }).spawn();
   } catch (error) {
-    const failure = `cannot start ${program}: ${describeError(error)}`;
-    return {
-      pid: undefined,
-      done: Promise.resolve({ code: null, signal: null, error: failure }),
-      signal: () => {},
-    };
+    return failed(`cannot start ${program}: ${describeError(error)}`);
   }
 
   const pid = child.pid;

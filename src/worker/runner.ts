@@ -54,4 +54,6 @@ export interface JobRunner {
   start(message: JobMessage, input: JobInput, log: Logger): JobHandle;
   /** Releases what the runner holds (module workers); running jobs are already over. */
   close(): Promise<void>;
+  /** What the start-up log says about how jobs run (e.g. how they get a process group). */
+  readonly details?: Record<string, string>;
 }

@@ -1,7 +1,8 @@
 /**
- * Concurrency slots and FIFO group lanes. A message holds a slot from the moment
- * it is received until it is settled, so the receiver never takes more messages
- * than it can start; messages of one FIFO group run one at a time, in order.
+ * Concurrency slots, messages received ahead, and FIFO group lanes. A message is
+ * in hand from the moment it is received until it is settled; at most
+ * `concurrency` of them run at once, and at most `prefetch` more wait, ready to
+ * start the moment a job ends. Messages of one FIFO group run one at a time, in order.
  *
  * @module
  */
@@ -9,15 +10,22 @@ import type { JobMessage } from "./message.ts";
 
 /** How the scheduler runs and gives back messages. */
 export interface SchedulerOptions {
-  /** Most messages in hand (running or waiting in a FIFO lane) at once. */
+  /** Most jobs running at once. */
   concurrency: number;
   /** Runs and settles one message; resolves true when its job succeeded. Never rejects. */
   run(message: JobMessage): Promise<boolean>;
   /**
    * Gives back a message that will not run: a later message of a FIFO group whose
-   * earlier message failed, or one still waiting at shutdown. Never rejects.
+   * earlier message failed, one held ahead for longer than `holdLimitMs`, or one
+   * still waiting at shutdown. Never rejects.
    */
   abandon(message: JobMessage): Promise<void>;
+  /**
+   * Longest time a standard-queue message may wait ready (held ahead) before it is
+   * given back for another worker; undefined: no limit. FIFO messages are never
+   * given back this way (their group's order depends on them).
+   */
+  holdLimitMs?: number;
 }
 
 /** Admits messages into slots and lanes. */
@@ -25,14 +33,48 @@ export class Scheduler {
   #options: SchedulerOptions;
   #inHand = 0;
   #running = 0;
+  #prefetch = 0;
+  /** Received messages free to start, oldest first, with when each became ready. */
+  #ready: JobMessage[] = [];
+  #readySince = new Map<JobMessage, number>();
+  #holdTimer: ReturnType<typeof setTimeout> | undefined;
   #lanes = new Map<string, JobMessage[]>();
   #waiters: (() => void)[] = [];
+  #meanRunMs: number | undefined;
 
   constructor(options: SchedulerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new RangeError("concurrency must be a positive integer");
     }
     this.#options = options;
+  }
+
+  /** Most messages held beyond the running jobs; lowering it never drops one already held. */
+  get prefetch(): number {
+    return this.#prefetch;
+  }
+
+  set prefetch(count: number) {
+    this.#prefetch = Math.max(0, Math.floor(count));
+    this.#wakeAll();
+  }
+
+  /** Most messages in hand at once: the running jobs and those held ahead. */
+  get capacity(): number {
+    return this.#options.concurrency + this.#prefetch;
+  }
+
+  /** Messages received and free to start as soon as a job ends. */
+  get ready(): number {
+    return this.#ready.length;
+  }
+
+  /**
+   * Average time from start to end of a message's run (exponentially weighted, in
+   * ms), or undefined before the first one ended: what a message held ahead waits.
+   */
+  get meanRunMs(): number | undefined {
+    return this.#meanRunMs;
   }
 
   /** Messages received and not yet settled. */
@@ -47,31 +89,39 @@ export class Scheduler {
 
   /** How many more messages may be received now. */
   get freeSlots(): number {
-    return this.#options.concurrency - this.#inHand;
+    return this.capacity - this.#inHand;
   }
 
-  /** Takes a received message: starts it, or queues it behind its FIFO group. */
+  /** Takes a received message: starts it when a slot is free, or holds it (behind its FIFO group). */
   accept(message: JobMessage): void {
     this.#inHand += 1;
     const group = message.groupId;
-    if (group === undefined) {
-      this.#start(message);
-      return;
+    if (group !== undefined) {
+      const lane = this.#lanes.get(group);
+      if (lane) {
+        lane.push(message);
+        return;
+      }
+      this.#lanes.set(group, []);
     }
-    const lane = this.#lanes.get(group);
-    if (lane) {
-      lane.push(message);
-      return;
-    }
-    this.#lanes.set(group, []);
-    this.#start(message);
+    this.#makeReady(message);
+    this.#startReady();
   }
 
   /** Removes and returns every message not yet started (for shutdown). */
   takeWaiting(): JobMessage[] {
-    const waiting: JobMessage[] = [];
+    const waiting = this.#ready.splice(0);
+    this.#readySince.clear();
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
     for (const lane of this.#lanes.values()) waiting.push(...lane.splice(0));
     return waiting;
+  }
+
+  /** Resolves at the next change of slots (a message settled or given back, or `prefetch` set), or when `signal` aborts. */
+  changed(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.resolve();
+    return this.#wait(() => true, signal);
   }
 
   /** Marks messages taken with `takeWaiting` as given back. */
@@ -132,15 +182,70 @@ export class Scheduler {
 
   #free(count: number): void {
     this.#inHand -= count;
+    this.#wakeAll();
+  }
+
+  #wakeAll(): void {
     for (const wake of [...this.#waiters]) wake();
+  }
+
+  #startReady(): void {
+    while (this.#running < this.#options.concurrency && this.#ready.length > 0) {
+      const message = this.#ready.shift()!;
+      this.#readySince.delete(message);
+      this.#start(message);
+    }
+    this.#scheduleHoldCheck();
+  }
+
+  #makeReady(message: JobMessage): void {
+    this.#ready.push(message);
+    this.#readySince.set(message, performance.now());
+  }
+
+  /** Arms one timer for the oldest held standard message, if any and if there is a limit. */
+  #scheduleHoldCheck(): void {
+    const limit = this.#options.holdLimitMs;
+    if (limit === undefined || this.#holdTimer !== undefined) return;
+    const oldest = this.#ready.find((message) => message.groupId === undefined);
+    if (!oldest) return;
+    const due = this.#readySince.get(oldest)! + limit - performance.now();
+    this.#holdTimer = setTimeout(() => {
+      this.#holdTimer = undefined;
+      this.#giveBackHeldTooLong(limit);
+      this.#scheduleHoldCheck();
+    }, Math.max(0, due));
+  }
+
+  /**
+   * A held message waited far longer than the prefetch expected (the jobs got
+   * slower): give it back so that another worker can run it now.
+   */
+  #giveBackHeldTooLong(limit: number): void {
+    const now = performance.now();
+    const expired = this.#ready.filter((message) =>
+      message.groupId === undefined && now - this.#readySince.get(message)! >= limit
+    );
+    if (expired.length === 0) return;
+    this.#ready = this.#ready.filter((message) => !expired.includes(message));
+    for (const message of expired) {
+      this.#readySince.delete(message);
+      this.#options.abandon(message).then(() => this.#free(1));
+    }
   }
 
   #start(message: JobMessage): void {
     this.#running += 1;
+    const started = performance.now();
     this.#options.run(message).then((succeeded) => {
+      const ms = performance.now() - started;
+      this.#meanRunMs = this.#meanRunMs === undefined
+        ? ms
+        : this.#meanRunMs + (ms - this.#meanRunMs) / 5;
       this.#running -= 1;
-      this.#free(1);
       this.#next(message, succeeded);
+      this.#free(1);
+      this.#startReady();
     });
   }
 
@@ -154,7 +259,7 @@ export class Scheduler {
       return;
     }
     if (succeeded) {
-      this.#start(lane.shift()!);
+      this.#makeReady(lane.shift()!);
       return;
     }
     // Running a later message of the group after a failure would break FIFO order:
@@ -165,4 +270,38 @@ export class Scheduler {
       this.#options.abandon(message).then(() => this.#free(1));
     }
   }
+}
+
+/** How much work `--prefetch auto` holds beyond the running jobs, in ms (by recent run times). */
+export const AUTO_PREFETCH_HOLD_MS = 1_000;
+
+/**
+ * How long `--prefetch auto` lets a message wait ready before giving it back: five
+ * times the work it meant to hold, so only jobs that suddenly got much slower trip it.
+ */
+export const AUTO_PREFETCH_GIVE_BACK_MS = 5 * AUTO_PREFETCH_HOLD_MS;
+
+/** What decides the number of messages held ahead. */
+export interface PrefetchPolicy {
+  /** `--prefetch`: a fixed count, or "auto". */
+  setting: number | "auto";
+  concurrency: number;
+  batchSize: number;
+  /** {@linkcode Scheduler.meanRunMs}. */
+  meanRunMs: number | undefined;
+}
+
+/**
+ * Returns how many messages to hold ahead. "auto" holds none until a run time is
+ * known, then about {@linkcode AUTO_PREFETCH_HOLD_MS} of work spread over the
+ * slots, at most one receive batch: short jobs run back to back without waiting
+ * for a receive call, and a long job never keeps messages from other workers.
+ */
+export function prefetchCount(policy: PrefetchPolicy): number {
+  if (policy.setting !== "auto") return policy.setting;
+  if (policy.meanRunMs === undefined) return 0;
+  const held = Math.floor(
+    policy.concurrency * AUTO_PREFETCH_HOLD_MS / Math.max(policy.meanRunMs, 1),
+  );
+  return Math.min(policy.batchSize, held);
 }

@@ -19,7 +19,8 @@ import {
   toRuntimeError,
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
-import { detectIsolation, execRunner } from "./exec_runner.ts";
+import { execRunner } from "./exec_runner.ts";
+import { detectIsolation, findExecutable } from "./isolation.ts";
 import { moduleRunner } from "./module_runner.ts";
 import { runDaemon } from "../daemon.ts";
 import {
@@ -38,7 +39,7 @@ import { queueName } from "../admin.ts";
 import { type KillPolicy, SupervisedJob } from "./job.ts";
 import type { JobMessage } from "./message.ts";
 import { Receiver } from "./receiver.ts";
-import { Scheduler } from "./scheduler.ts";
+import { AUTO_PREFETCH_GIVE_BACK_MS, prefetchCount, Scheduler } from "./scheduler.ts";
 import { Settler } from "./settle.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
 import { VisibilityKeeper } from "./visibility.ts";
@@ -57,7 +58,7 @@ async function createRunner(options: Options): Promise<JobRunner> {
     return await moduleRunner({ path: options.run, args: options.args, env: options.env });
   }
   if (!options.exec) throw new UsageError("--exec needs a COMMAND");
-  if (!options.shell) await assertExecutable(options.exec);
+  if (!options.shell) assertExecutable(options.exec);
   return execRunner({
     command: options.exec,
     args: options.args,
@@ -134,12 +135,13 @@ export async function runWorker(options: Options): Promise<number> {
   }
   if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
   const runner = await createRunner(options);
-
-  const log = createLogger({
-    format: options.logFormat,
-    level: options.logLevel,
-    path: options.log,
-  });
+  let log: Logger;
+  try {
+    log = createLogger({ format: options.logFormat, level: options.logLevel, path: options.log });
+  } catch (error) {
+    await runner.close();
+    throw error;
+  }
   try {
     const client = createSqsClient({ ...options, wait: options.wait });
     // Deletes and extensions must not wait behind a long poll's generous timeout.
@@ -216,24 +218,23 @@ async function resolveWorkerQueue(
 }
 
 /** Fails at start-up when `command` is neither an executable path nor found on PATH. */
-export async function assertExecutable(command: string): Promise<void> {
-  const candidates = command.includes("/")
-    ? [command]
-    : (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((dir) => `${dir}/${command}`);
-  for (const candidate of candidates) {
-    try {
-      const info = await Deno.stat(candidate);
-      if (info.isFile && (info.mode === null || (info.mode & 0o111) !== 0)) return;
-      if (command.includes("/")) {
-        throw new UsageError(`--exec: '${command}' is not an executable file`);
-      }
-    } catch (error) {
-      if (error instanceof UsageError) throw error;
-    }
+export function assertExecutable(command: string): void {
+  if (findExecutable(command, Deno.env.get("PATH") ?? "") !== undefined) return;
+  if (command.includes("/") && existsAtAll(command)) {
+    throw new UsageError(`--exec: '${command}' is not an executable file`);
   }
   throw new UsageError(
     `--exec: program '${command}' not found (give a path, or --shell for a command line)`,
   );
+}
+
+function existsAtAll(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 interface WorkerParts {
@@ -264,10 +265,8 @@ class Worker {
   #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
   #source: JobSource;
-  #fullBatch: number;
 
   constructor(parts: WorkerParts) {
-    this.#fullBatch = Math.min(parts.options.batchSize, parts.options.concurrency);
     this.#source = parts.source;
     this.#parts = parts;
     const { options, queueUrl } = parts;
@@ -292,6 +291,7 @@ class Worker {
       concurrency: options.concurrency,
       run: (message) => this.#runMessage(message),
       abandon: (message) => this.#settler.giveBack(message),
+      holdLimitMs: options.prefetch === "auto" ? AUTO_PREFETCH_GIVE_BACK_MS : undefined,
     });
     this.#receiver = new Receiver({
       client: parts.client,
@@ -322,10 +322,12 @@ class Worker {
       exec: options.exec,
       run: options.run,
       concurrency: options.concurrency,
+      prefetch: options.prefetch,
       visibility_timeout: options.timeout,
       extend_after: options.extendTimeout,
       kill_timeout: options.killTimeout,
       wait: options.wait,
+      ...this.#parts.runner.details,
     });
     try {
       await this.#receiveLoop();
@@ -396,6 +398,7 @@ class Worker {
       shutdown_timeout: timeout,
     });
     this.#receiveAbort.abort();
+    void this.#giveBackWaiting();
     this.#parts.metrics.draining();
     this.#shutdownTimer = setTimeout(() => {
       for (const job of this.#running) job.terminate("shutdown timeout");
@@ -403,38 +406,48 @@ class Worker {
   }
 
   /**
-   * Keeps up to one receive call in flight per `--batch-size` slots. Each call
-   * reserves the slots it asks for before it is sent, so every message it brings
-   * has a slot waiting: nothing received sits invisible for want of one.
+   * Keeps up to one receive call in flight per `--batch-size` places (slots plus
+   * messages held ahead). Each call reserves the places it asks for before it is
+   * sent, so every message it brings has one: nothing received waits longer than
+   * the prefetch allows. A call goes out when a whole batch fits, or, when nothing
+   * is ready to start, after slots freeing close together had a moment to gather.
    */
   async #receiveLoop(): Promise<void> {
     const signal = this.#receiveAbort.signal;
-    const { concurrency, batchSize } = this.#parts.options;
-    const maxCalls = Math.max(1, Math.ceil(concurrency / batchSize));
+    const { batchSize, concurrency, prefetch } = this.#parts.options;
+    const scheduler = this.#scheduler;
     const calls = new Set<Promise<void>>();
     let reserved = 0;
     while (!this.#stopping) {
-      if (calls.size >= maxCalls) {
-        await Promise.race(calls);
-        continue;
-      }
-      if (this.#scheduler.freeSlots - reserved <= 0) {
-        // Wait for a slot, or for a call in flight to hand back what it reserved.
+      const held = prefetchCount({
+        setting: prefetch,
+        concurrency,
+        batchSize,
+        meanRunMs: scheduler.meanRunMs,
+      });
+      if (held !== scheduler.prefetch) scheduler.prefetch = held;
+      const room = scheduler.freeSlots - reserved;
+      const fullBatch = Math.min(batchSize, scheduler.capacity);
+      // Nothing ready to start and nothing on its way, while a slot is free.
+      const starving = room > 0 && reserved === 0 && scheduler.ready === 0;
+      if (
+        calls.size >= Math.ceil(scheduler.capacity / batchSize) || (room < fullBatch && !starving)
+      ) {
+        // Wait for a slot to free, or for a call in flight to hand back what it reserved.
         const stopWaiting = new AbortController();
         await Promise.race([
           ...calls,
-          this.#scheduler.slotsFree(
-            reserved + 1,
-            Infinity,
-            AbortSignal.any([signal, stopWaiting.signal]),
-          ),
+          scheduler.changed(AbortSignal.any([signal, stopWaiting.signal])),
         ]);
         stopWaiting.abort();
         continue;
       }
-      await this.#scheduler.slotsFree(reserved + this.#fullBatch, RECEIVE_COALESCE_MS, signal);
-      if (this.#stopping) break;
-      const count = Math.min(this.#scheduler.freeSlots - reserved, batchSize);
+      if (room < fullBatch) {
+        // Slots that free up close together share one call.
+        await scheduler.slotsFree(reserved + fullBatch, RECEIVE_COALESCE_MS, signal);
+        if (this.#stopping) break;
+      }
+      const count = Math.min(scheduler.freeSlots - reserved, batchSize);
       if (count <= 0) continue;
       reserved += count;
       const call = this.#receiver.receive(count, signal).then((messages) => {
@@ -459,10 +472,15 @@ class Worker {
     }
   }
 
-  async #drain(): Promise<void> {
+  /** Gives back every message held but not started: a draining worker starts no new job. */
+  async #giveBackWaiting(): Promise<void> {
     const waiting = this.#scheduler.takeWaiting();
     await Promise.all(waiting.map((message) => this.#settler.giveBack(message)));
     this.#scheduler.released(waiting.length);
+  }
+
+  async #drain(): Promise<void> {
+    await this.#giveBackWaiting();
     await this.#scheduler.idle();
     while (this.#settling.size > 0) await Promise.all([...this.#settling]);
     await this.#batcher.flush();
@@ -546,7 +564,10 @@ class Worker {
   }
 
   #reportSlots(): void {
-    this.#parts.metrics.slots(this.#running.size, this.#scheduler.freeSlots);
+    this.#parts.metrics.slots(
+      this.#running.size,
+      Math.max(0, this.#parts.options.concurrency - this.#running.size),
+    );
   }
 
   /** Runs one job to its end; resolves true when it succeeded. */

@@ -1,0 +1,27 @@
+// sqsrun's session helper for aarch64 Linux: setsid(), then execve(argv[1], &argv[1], envp).
+// If execve fails, a message on stderr and exit status 127.
+// src/worker/session_helper.ts holds these instructions as words; tests/session_helper_test.ts
+// assembles this file and checks that they match.
+    .text
+    .globl _start
+_start:
+    mov x8, #157                    // setsid()
+    svc #0
+    ldr x0, [sp, #16]               // argv[1]: the stack holds argc, argv[0], argv[1], ...
+    add x1, sp, #16                 // &argv[1]
+    ldr x2, [sp]                    // argc
+    add x2, sp, x2, lsl #3
+    add x2, x2, #16                 // envp = &argv[argc + 1]
+    mov x8, #221                    // execve()
+    svc #0
+    mov x0, #2                      // only reached when execve failed: write(2, message, 41)
+    adr x1, message
+    mov x2, #(message_end - message)
+    mov x8, #64
+    svc #0
+    mov x0, #127                    // exit(127)
+    mov x8, #93
+    svc #0
+message:
+    .ascii "sqsrun: cannot execute the job's program\n"
+message_end:

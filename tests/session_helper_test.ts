@@ -1,0 +1,160 @@
+/**
+ * The session helper: its bytes are the assembly in scripts/session_helper/, and
+ * the image really makes the job a session leader, passes arguments, environment
+ * and exit status through, and says so when the program cannot run.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  HELPER_MESSAGE,
+  type HelperArch,
+  helperArch,
+  sessionHelperImage,
+  sessionHelperText,
+} from "../src/worker/session_helper.ts";
+import { detectIsolation, findExecutable, makesSessionLeader } from "../src/worker/isolation.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const isLinux = Deno.build.os === "linux";
+
+/** Returns the first of `names` found on PATH. */
+function tool(...names: string[]): string | undefined {
+  for (const name of names) {
+    const found = findExecutable(name, Deno.env.get("PATH") ?? "");
+    if (found) return found;
+  }
+  return undefined;
+}
+
+const ASSEMBLERS: Record<HelperArch, { as?: string; objcopy?: string }> = {
+  x86_64: Deno.build.arch === "x86_64"
+    ? {
+      as: tool("as", "x86_64-linux-gnu-as"),
+      objcopy: tool("objcopy", "x86_64-linux-gnu-objcopy"),
+    }
+    : { as: tool("x86_64-linux-gnu-as"), objcopy: tool("x86_64-linux-gnu-objcopy") },
+  aarch64: Deno.build.arch === "aarch64"
+    ? {
+      as: tool("as", "aarch64-linux-gnu-as"),
+      objcopy: tool("objcopy", "aarch64-linux-gnu-objcopy"),
+    }
+    : { as: tool("aarch64-linux-gnu-as"), objcopy: tool("aarch64-linux-gnu-objcopy") },
+};
+
+async function run(program: string, args: string[]): Promise<Deno.CommandOutput> {
+  return await new Deno.Command(program, { args, stdin: "null" }).output();
+}
+
+async function assemble(arch: HelperArch): Promise<Uint8Array> {
+  const { as, objcopy } = ASSEMBLERS[arch];
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-asm-" });
+  try {
+    const object = join(dir, "helper.o");
+    const text = join(dir, "helper.bin");
+    const source = join(ROOT, "scripts", "session_helper", `${arch}.s`);
+    assert.equal((await run(as!, ["-o", object, source])).code, 0, `${as} failed`);
+    assert.equal((await run(objcopy!, ["-O", "binary", "-j", ".text", object, text])).code, 0);
+    return await Deno.readFile(text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+for (const arch of ["x86_64", "aarch64"] as const) {
+  const { as, objcopy } = ASSEMBLERS[arch];
+  Deno.test({
+    name: `session helper: the ${arch} bytes are scripts/session_helper/${arch}.s assembled`,
+    ignore: !as || !objcopy,
+    fn: async () => {
+      assert.deepEqual(sessionHelperText(arch), await assemble(arch));
+    },
+  });
+}
+
+/** How to run an image of `arch` here: natively, under qemu, or not at all. */
+function runnerFor(arch: HelperArch): string[] | undefined {
+  if (!isLinux) return undefined;
+  if (Deno.build.arch === arch) return [];
+  const qemu = tool(`qemu-${arch}`, `qemu-${arch}-static`);
+  return qemu ? [qemu] : undefined;
+}
+
+for (const arch of ["x86_64", "aarch64"] as const) {
+  const runner = runnerFor(arch);
+  Deno.test({
+    name: `session helper: the ${arch} image makes a session leader and passes everything through`,
+    ignore: runner === undefined,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "sqsrun-helper-" });
+      try {
+        const helper = join(dir, "helper");
+        await Deno.writeFile(helper, sessionHelperImage(arch), { mode: 0o700 });
+        const [program, ...prefix] = [...runner!, helper];
+        const script = 'read -r stat </proc/self/stat; echo "$stat"; echo "$1 $JOB_VAR"; exit 42';
+        const output = await new Deno.Command(program, {
+          args: [...prefix, "/bin/sh", "-c", script, "sh", "first argument"],
+          env: { JOB_VAR: "from the environment" },
+          stdin: "null",
+        }).output();
+        assert.equal(output.code, 42);
+        const [stat, echoed] = new TextDecoder().decode(output.stdout).trimEnd().split("\n");
+        const pid = stat.slice(0, stat.indexOf(" "));
+        const [, , group, session] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        assert.deepEqual([group, session], [pid, pid], `not a session leader: ${stat}`);
+        assert.equal(echoed, "first argument from the environment");
+
+        const missing = await new Deno.Command(program, {
+          args: [...prefix, join(dir, "no-such-program")],
+          stdin: "null",
+        }).output();
+        assert.equal(missing.code, 127);
+        assert.equal(new TextDecoder().decode(missing.stderr), HELPER_MESSAGE);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "isolation: the helper is chosen here, and removed with its directory",
+  ignore: helperArch() === undefined,
+  fn: async () => {
+    const isolation = await detectIsolation();
+    assert.equal(isolation.kind, "wrapper");
+    if (isolation.kind !== "wrapper") return;
+    assert.equal(isolation.name, "session-helper");
+    const info = await Deno.stat(join(isolation.path, ".."));
+    assert.equal(info.mode! & 0o777, 0o700);
+    isolation.remove();
+    await assert.rejects(Deno.stat(join(isolation.path, "..")), Deno.errors.NotFound);
+  },
+});
+
+Deno.test({
+  name: "isolation: the probe refuses a wrapper that does not make a session",
+  ignore: !isLinux,
+  fn: async () => {
+    const env = findExecutable("env", Deno.env.get("PATH") ?? "");
+    assert.ok(env);
+    assert.equal(await makesSessionLeader(env, []), false);
+    assert.equal(await makesSessionLeader("/no/such/wrapper", []), false);
+  },
+});
+
+Deno.test("isolation: findExecutable looks programs up as execvp does", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-path-" });
+  try {
+    await Deno.writeTextFile(join(dir, "job"), "#!/bin/sh\n", { mode: 0o755 });
+    await Deno.writeTextFile(join(dir, "data"), "", { mode: 0o644 });
+    await Deno.mkdir(join(dir, "folder"));
+    assert.equal(findExecutable("job", `/nonexistent:${dir}`), `${dir}/job`);
+    assert.equal(findExecutable("data", dir), undefined);
+    assert.equal(findExecutable("folder", dir), undefined);
+    assert.equal(findExecutable(`${dir}/job`, ""), `${dir}/job`);
+    assert.equal(findExecutable(`${dir}/data`, dir), undefined);
+    assert.equal(findExecutable("job", ""), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
