@@ -1427,6 +1427,23 @@ Deno.test("SqsBatcher: entries wait lingerMs for company; deletes and changes go
   ]);
 });
 
+Deno.test("SqsBatcher: deletes wait deleteLingerMs, visibility changes only lingerMs", async () => {
+  const { sent, client } = fakeClient();
+  const batcher = new SqsBatcher({
+    client,
+    queueUrl: BATCH_QUEUE,
+    lingerMs: 20,
+    deleteLingerMs: 300,
+  });
+  const deleted = batcher.delete("d1");
+  const changed = batcher.changeVisibility("c1", 5);
+  await changed;
+  deepStrictEqual(sent.map((command) => command.kind), ["change"], "the delete went early");
+  ok(!(await hasSettled(deleted)), "the delete resolved before its call");
+  await deleted;
+  deepStrictEqual(sent.map((command) => command.kind), ["change", "delete"]);
+});
+
 Deno.test("SqsBatcher: failed entries reject with BatchEntryError and their code; others resolve", async () => {
   const { client } = fakeClient(() =>
     Promise.resolve({

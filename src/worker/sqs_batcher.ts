@@ -34,22 +34,34 @@ export interface SqsBatcherOptions {
   queueUrl: string;
   /** How long an entry may wait for others to share its call; default 5 ms. */
   lingerMs?: number;
+  /**
+   * The same for deletes, which nothing waits for on a standard queue (the slot is
+   * already free): a longer wait fills more batches. Default: `lingerMs`.
+   */
+  deleteLingerMs?: number;
+}
+
+/** Entries of one kind waiting for their call. */
+interface Pending {
+  entries: Entry[];
+  lingerMs: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** Sends deletes and visibility changes in batches. */
 export class SqsBatcher {
   #client: SQSClient;
   #queueUrl: string;
-  #lingerMs: number;
-  #deletes: Entry[] = [];
-  #changes: Entry[] = [];
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #deletes: Pending;
+  #changes: Pending;
   #inFlight = new Set<Promise<void>>();
 
   constructor(options: SqsBatcherOptions) {
     this.#client = options.client;
     this.#queueUrl = options.queueUrl;
-    this.#lingerMs = options.lingerMs ?? 5;
+    const lingerMs = options.lingerMs ?? 5;
+    this.#deletes = { entries: [], lingerMs: options.deleteLingerMs ?? lingerMs, timer: undefined };
+    this.#changes = { entries: [], lingerMs, timer: undefined };
   }
 
   /** Deletes one message; rejects when SQS refused it or could not be reached. */
@@ -64,28 +76,29 @@ export class SqsBatcher {
 
   /** Sends everything queued and waits for all calls in flight. */
   async flush(): Promise<void> {
-    this.#sendAll();
+    this.#send(this.#deletes);
+    this.#send(this.#changes);
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
-  #enqueue(queue: Entry[], receiptHandle: string, visibility: number | undefined): Promise<void> {
+  #enqueue(pending: Pending, receiptHandle: string, visibility: number | undefined): Promise<void> {
     return new Promise((resolve, reject) => {
-      queue.push({ receiptHandle, visibility, resolve, reject });
-      if (queue.length >= SQS_BATCH_LIMIT) this.#sendAll();
-      else if (this.#timer === undefined) {
-        this.#timer = setTimeout(() => this.#sendAll(), this.#lingerMs);
+      pending.entries.push({ receiptHandle, visibility, resolve, reject });
+      if (pending.entries.length >= SQS_BATCH_LIMIT) this.#send(pending);
+      else if (pending.timer === undefined) {
+        pending.timer = setTimeout(() => this.#send(pending), pending.lingerMs);
       }
     });
   }
 
-  #sendAll(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    while (this.#deletes.length > 0) {
-      this.#track(this.#sendDeletes(this.#deletes.splice(0, SQS_BATCH_LIMIT)));
-    }
-    while (this.#changes.length > 0) {
-      this.#track(this.#sendChanges(this.#changes.splice(0, SQS_BATCH_LIMIT)));
+  #send(pending: Pending): void {
+    clearTimeout(pending.timer);
+    pending.timer = undefined;
+    const send = pending === this.#deletes
+      ? (entries: Entry[]) => this.#sendDeletes(entries)
+      : (entries: Entry[]) => this.#sendChanges(entries);
+    while (pending.entries.length > 0) {
+      this.#track(send(pending.entries.splice(0, SQS_BATCH_LIMIT)));
     }
   }
 

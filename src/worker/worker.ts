@@ -46,6 +46,8 @@ import { VisibilityKeeper } from "./visibility.ts";
 
 /** How long a freed slot waits for others to share one receive call. */
 const RECEIVE_COALESCE_MS = 20;
+/** How long a standard queue's delete waits for others to share its batch call. */
+const STANDARD_DELETE_LINGER_MS = 20;
 
 /**
  * Chooses how each job runs (`--exec` child or `--run` module); fails with a
@@ -271,7 +273,12 @@ class Worker {
     this.#parts = parts;
     const { options, queueUrl } = parts;
     this.#log = parts.log.with({ queue: queueUrl });
-    this.#batcher = new SqsBatcher({ client: parts.settleClient, queueUrl });
+    this.#batcher = new SqsBatcher({
+      client: parts.settleClient,
+      queueUrl,
+      // A FIFO group waits for its delete; a standard message does not.
+      deleteLingerMs: queueUrl.endsWith(".fifo") ? undefined : STANDARD_DELETE_LINGER_MS,
+    });
     this.#keeper = new VisibilityKeeper({
       changer: this.#batcher,
       timeoutSeconds: options.timeout,
