@@ -98,6 +98,23 @@ function timed(line: string): { word: string; rest: string; ms: number } {
   };
 }
 
+/** Pids of the job watchdogs of worker `pid` (their command line ends with it). */
+function watchdogsOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const args = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).split("\0").slice(0, -1);
+      if (args.at(-2) === "sqsrun-watchdog" && args.at(-1) === String(pid)) {
+        found.push(Number(entry.name));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
 const testOptions = { sanitizeOps: false, sanitizeResources: false };
 
 for (const backend of sqsBackends()) {
@@ -241,6 +258,47 @@ sleep 300`,
       );
       await waitUntil("the queue is empty", () => queueEmpty(fixture));
       deepStrictEqual(await fixture.ledgerLines(), ["first", "second"]);
+    });
+  });
+
+  test("a SIGKILLed worker's jobs die with it, children too; a graceful exit leaves no watchdog", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `sh -c 'echo $$ > "$0/grandchild.$1"; exec sleep 300' "$DIR" "$SQSRUN_MESSAGE_ID" &
+echo "$$" >> "$LEDGER"
+sleep 300`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["one", "two"]);
+      const worker = fixture.worker(["--exec", job, "-c", "2", "--wait", "1", "-t", "60"]);
+      await waitUntil("both jobs and grandchildren started", async () => {
+        const names = [...Deno.readDirSync(fixture.dir)].map((entry) => entry.name);
+        return (await fixture.ledgerLines()).length === 2 &&
+          names.filter((name) => name.startsWith("grandchild.")).length === 2;
+      });
+      // Past the watchdog's coalescing of a few ms.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const jobs = (await fixture.ledgerLines()).map(Number);
+      const grandchildren = [...Deno.readDirSync(fixture.dir)]
+        .filter((entry) => entry.name.startsWith("grandchild."))
+        .map((entry) => Number(Deno.readTextFileSync(`${fixture.dir}/${entry.name}`).trim()));
+      const all = [...jobs, ...grandchildren];
+      ok(all.every(processAlive), "a job process was not running");
+      const watchdogs = watchdogsOf(worker.pid);
+      strictEqual(watchdogs.length, 1, "one watchdog per worker");
+      worker.signal("SIGKILL");
+      await waitUntil("every job process is gone", () => !all.some(processAlive), 5_000);
+      await waitUntil("the watchdog is gone", () => watchdogsOf(worker.pid).length === 0, 5_000);
+
+      // A worker that exits gracefully takes its watchdog along and kills nothing else.
+      const quick = await fixture.script("quick.sh", `echo done >> "$LEDGER"`);
+      await sendMessages(fixture.client, fixture.url, ["three"]);
+      const second = fixture.worker(["--exec", quick, "--wait", "1"]);
+      await second.waitForLine((line) => line.msg === "job finished", 20_000);
+      strictEqual(watchdogsOf(second.pid).length, 1);
+      second.signal("SIGTERM");
+      strictEqual((await second.exit(20_000)).code, 0);
+      await waitUntil("the watchdog ended", () => watchdogsOf(second.pid).length === 0, 5_000);
     });
   });
 

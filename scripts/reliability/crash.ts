@@ -4,9 +4,10 @@
  *
  * Crash: every message must still run to a success sqsrun saw, nothing may stay in
  * the queue, and every extra run must be explained by a killed worker; duplicates
- * are counted. The jobs of a SIGKILLed worker are orphaned (they are in sessions of
- * their own): the scenario records which of them ran to their end. Half the jobs
- * write a line to stdout after their work, which an orphan can no longer do.
+ * are counted. The jobs of a SIGKILLed worker are in sessions of their own, so only
+ * the worker's watchdog (src/worker/watchdog.ts) can end them: none of them may run
+ * on for more than a second after the kill. Half the jobs write a line to stdout
+ * after their work, which an orphan can no longer do.
  *
  * Graceful: the same, and not a single message may run twice.
  *
@@ -234,6 +235,11 @@ async function churn(
   };
   if (signal === "SIGKILL") {
     checkDuplicatesExplained(checks, runs, orphanParents, deletedAt);
+    checks.equal(
+      orphansLivingOn(runs, killed).length,
+      0,
+      "jobs of a SIGKILLed worker that ended more than 1 s after the kill (the watchdog missed them)",
+    );
     figures.notes.push(orphanNote(runs, killed));
     if (inputless.length > 0) {
       figures.notes.push(
@@ -320,12 +326,24 @@ function checkDuplicatesExplained(
   checks.equal(unexplained.length, 0, `duplicates not caused by a kill (${sample(unexplained)})`);
 }
 
-/** What became of the jobs that were running when their worker was SIGKILLed. */
-function orphanNote(runs: Run[], killed: ReadonlyMap<number, bigint>): string {
-  const orphans = runs.filter((run) => {
+/** The jobs that were running when their worker was SIGKILLed. */
+function orphansOf(runs: Run[], killed: ReadonlyMap<number, bigint>): Run[] {
+  return runs.filter((run) => {
     const at = killed.get(run.workerPid);
     return at !== undefined && runningAt(run, at);
   });
+}
+
+/** Orphans that still wrote their end line more than a second after their worker's death. */
+function orphansLivingOn(runs: Run[], killed: ReadonlyMap<number, bigint>): Run[] {
+  return orphansOf(runs, killed).filter((run) =>
+    run.endNs !== undefined && run.endNs - killed.get(run.workerPid)! > 1_000_000_000n
+  );
+}
+
+/** What became of the jobs that were running when their worker was SIGKILLed. */
+function orphanNote(runs: Run[], killed: ReadonlyMap<number, bigint>): string {
+  const orphans = orphansOf(runs, killed);
   const quiet = orphans.filter((run) => !isChatty(run.body));
   const chatty = orphans.filter((run) => isChatty(run.body));
   const finished = (list: Run[]) => list.filter((run) => run.endNs !== undefined).length;

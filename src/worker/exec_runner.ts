@@ -11,6 +11,7 @@ import { jobEnvironment } from "./message.ts";
 import type { JobHandle, JobResult, KillSignal } from "./job.ts";
 import type { JobInput, JobRunner } from "./runner.ts";
 import { findExecutable, type Isolation } from "./isolation.ts";
+import { type JobGroups, NO_WATCHDOG, startWatchdog } from "./watchdog.ts";
 
 /** What `--exec` runs. */
 export interface ExecSpec {
@@ -40,14 +41,28 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
 /** Returns the runner of `--exec` jobs; closing it removes what `isolation` installed. */
 export function execRunner(spec: ExecSpec, isolation: Isolation): JobRunner {
   const programs = new ProgramCache();
+  // Started with the first job, whose logger it borrows for its warnings.
+  let groups: JobGroups | undefined;
   return {
     details: { isolation: isolation.kind === "wrapper" ? isolation.name : isolation.kind },
-    start: (message, input, log) => startExecJob(message, input, spec, log, isolation, programs),
-    close: () => {
+    start: (message, input, log) => {
+      groups ??= isolation.kind === "none" ? NO_WATCHDOG : startWatchdog(log);
+      return startExecJob(message, input, spec, log, { isolation, programs, groups });
+    },
+    close: async () => {
+      await groups?.close();
       if (isolation.kind === "wrapper") isolation.remove();
-      return Promise.resolve();
     },
   };
+}
+
+/** What an exec job shares with the others of its worker. */
+export interface ExecContext {
+  isolation: Isolation;
+  /** Where programs were found; default: a new cache. */
+  programs?: ProgramCache;
+  /** The watchdog that kills the job's group if the worker dies; default: none. */
+  groups?: JobGroups;
 }
 
 /**
@@ -76,9 +91,9 @@ export function startExecJob(
   input: JobInput,
   spec: ExecSpec,
   log: Logger,
-  isolation: Isolation,
-  programs: ProgramCache = new ProgramCache(),
+  context: ExecContext,
 ): JobHandle {
+  const { isolation, programs = new ProgramCache(), groups = NO_WATCHDOG } = context;
   const { program, args } = commandLine(spec);
   const env = jobEnvironment(message, { ...spec.env, ...input.env });
   const failed = (failure: string): JobHandle => ({
@@ -111,6 +126,8 @@ export function startExecJob(
   }
 
   const pid = child.pid;
+  const grouped = isolation.kind !== "none";
+  if (grouped) groups.add(pid);
   let exited = false;
   const signal = (name: KillSignal) => {
     if (exited && name !== "SIGKILL") return;
@@ -140,6 +157,7 @@ export function startExecJob(
     exited = true;
     // The job is over when its leader exits: whatever it left running goes too.
     signal("SIGKILL");
+    if (grouped) groups.remove(pid);
     let drainTimer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       output,
