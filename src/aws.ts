@@ -200,6 +200,13 @@ export function errorCode(error: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
+/** The HTTP status of the answer an SDK error came from, if there was one. */
+function httpStatus(error: unknown): number | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const metadata = (error as { $metadata?: { httpStatusCode?: unknown } }).$metadata;
+  return typeof metadata?.httpStatusCode === "number" ? metadata.httpStatusCode : undefined;
+}
+
 /** Returns true when the error says the queue does not exist. */
 export function isQueueMissing(error: unknown): boolean {
   const code = errorCode(error);
@@ -260,6 +267,14 @@ export function describeAwsError(error: unknown, subject?: string, service = "SQ
   }
   if (code === "TimeoutError" || /timed? ?out/i.test(message)) {
     return `${about}the ${service} endpoint did not answer in time`;
+  }
+  // Something other than the service answered: a proxy's error page, a web server, junk.
+  const status = httpStatus(error);
+  if (code === "SyntaxError" && status !== undefined) {
+    return `${about}the endpoint's answer (HTTP ${status}) is not ${service}: check the endpoint URL`;
+  }
+  if ((code === "Unknown" || message === "UnknownError") && status !== undefined) {
+    return `${about}the ${service} endpoint answered HTTP ${status} without saying why`;
   }
   const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
   return `${about}${detail || "unknown AWS error"}`;

@@ -179,6 +179,8 @@ export interface Settings {
 export type SettingKind =
   | "text"
   | "url"
+  | "region"
+  | "queue"
   | "integer"
   | "seconds"
   | "boolean"
@@ -215,10 +217,10 @@ export interface SettingSpec {
 export const SETTINGS: readonly SettingSpec[] = [
   { key: "key-id", short: "k", field: "keyId", kind: "text" },
   { key: "secret-key", short: "s", field: "secretKey", kind: "text" },
-  { key: "region", field: "region", kind: "text" },
+  { key: "region", field: "region", kind: "region" },
   { key: "endpoint-url", field: "endpointUrl", kind: "url" },
   { key: "profile", field: "profile", kind: "text" },
-  { key: "queue", short: "q", field: "queue", kind: "text" },
+  { key: "queue", short: "q", field: "queue", kind: "queue" },
   { key: "timeout", short: "t", field: "timeout", kind: "integer", min: 0, max: MAX_VISIBILITY },
   {
     key: "extend-timeout",
@@ -402,6 +404,40 @@ function checkText(text: string, where: string): string {
   return text;
 }
 
+/** A region is one hostname label (it becomes part of the endpoint's host name). */
+const REGION = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/** SQS queue names: letters, digits, '-' and '_', up to 80 characters with a FIFO queue's '.fifo'. */
+const QUEUE_NAME = /^[A-Za-z0-9_-]+(?:\.fifo)?$/;
+const MAX_QUEUE_NAME = 80;
+
+function checkRegion(text: string, where: string): string {
+  checkText(text, where);
+  if (!REGION.test(text)) {
+    throw new UsageError(`${where} must be a region name such as us-east-1, got '${text}'`);
+  }
+  return text;
+}
+
+function checkQueue(text: string, where: string): string {
+  checkText(text, where);
+  if (/^https?:\/\//i.test(text)) return checkUrl(text, where);
+  if (!QUEUE_NAME.test(text) || text.length > MAX_QUEUE_NAME) {
+    throw new UsageError(
+      `${where} must be a queue URL, or a name of up to ${MAX_QUEUE_NAME} letters, digits, '-' and '_' ` +
+        `(ending in .fifo for a FIFO queue), got '${text}'`,
+    );
+  }
+  return text;
+}
+
+/** Checks the value of a setting whose value is one string. */
+function checkString(kind: SettingKind, text: string, where: string): string {
+  if (kind === "url") return checkUrl(text, where);
+  if (kind === "region") return checkRegion(text, where);
+  if (kind === "queue") return checkQueue(text, where);
+  return checkText(text, where);
+}
+
 function checkUrl(text: string, where: string): string {
   checkText(text, where);
   let url: URL;
@@ -469,9 +505,10 @@ export function applyFlagValue(layer: Settings, spec: SettingSpec, text: string)
   };
   switch (spec.kind) {
     case "text":
-      return set(checkText(text, where));
     case "url":
-      return set(checkUrl(text, where));
+    case "region":
+    case "queue":
+      return set(checkString(spec.kind, text, where));
     case "integer":
     case "seconds":
       return set(parseNumberText(spec, text, where));
@@ -541,6 +578,8 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
   switch (spec.kind) {
     case "text":
     case "url":
+    case "region":
+    case "queue":
     case "choice":
       if (typeof value !== "string") throw wrongType("a string");
       if (spec.kind === "choice") {
@@ -551,7 +590,7 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
         }
         return set(value);
       }
-      return set(spec.kind === "url" ? checkUrl(value, where) : checkText(value, where));
+      return set(checkString(spec.kind, value, where));
     case "integer":
     case "seconds":
       if (typeof value !== "number") throw wrongType("a number");

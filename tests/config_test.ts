@@ -248,6 +248,8 @@ Deno.test("parseConfigText checks keys and types and names the file and key", ()
     ["backoff: '9,3'\n", /'backoff'.*MAX/],
     ["log-level: loud\n", /'log-level'.*loud/],
     ["prefetch: '4'\n", /'prefetch'.*number of messages or auto/],
+    ["queue: 'my queue'\n", /'queue'.*queue URL, or a name/],
+    ["region: 'us east'\n", /'region'.*region name/],
     ["prefetch: 1.5\n", /'prefetch'.*integer/],
     ["prefetch: 1001\n", /'prefetch'.*1000/],
     ["a: [\n", /'f\.yaml': invalid YAML/],

@@ -89,6 +89,14 @@ const OFFLINE_CASES: HostileCase[] = [
   { kind: "flag", args: ["-i", "2000001", ...JOB], code: 2, mentions: ["-i/--interval"] },
   { kind: "flag", args: ["--wait", "-1", ...JOB], code: 2, mentions: ["--wait", "-1"] },
   { kind: "flag", args: ["--batch-size", "0", ...JOB], code: 2, mentions: ["--batch-size"] },
+  { kind: "flag", args: ["--prefetch", "soon", ...JOB], code: 2, mentions: ["--prefetch", "soon"] },
+  { kind: "flag", args: ["--region", "bad region!", "--list"], code: 2, mentions: ["bad region!"] },
+  { kind: "flag", args: ["--region", "-east", "--list"], code: 2, mentions: ["--region"] },
+  // Queue names SQS would refuse are refused before any call.
+  { kind: "queue", args: ["--create", "-q", "bad name!"], code: 2, mentions: ["bad name!"] },
+  { kind: "queue", args: ["--create", "-q", "n".repeat(81)], code: 2, mentions: ["up to 80"] },
+  { kind: "queue", args: ["-q", "a.b", "--push", "x"], code: 2, mentions: ["'a.b'"] },
+  { kind: "queue", args: ["-q", "ftp://host/q", "--push", "x"], code: 2, mentions: ["URL"] },
   { kind: "flag", args: ["-X", "-5", ...JOB], code: 2, mentions: ["-X/--kill-retry", "-5"] },
   { kind: "flag", args: ["--exec", "", "-q", "jobs"], code: 2, mentions: ["--exec", "empty"] },
   {
@@ -243,13 +251,11 @@ Deno.test("hostile: the table has at least 40 bad inputs", () => {
 
 for (const backend of sqsBackends()) {
   Deno.test({
-    name: `hostile [${backend.name}]: queue names and URLs SQS refuses are one line, exit 1`,
+    name: `hostile [${backend.name}]: queues SQS does not know are one line, exit 1`,
     ...testOptions,
     async fn(t) {
       const missing = `missing-${Date.now()}`;
       const cases: HostileCase[] = [
-        { kind: "queue", args: ["--create", "-q", "bad name!"], code: 1, mentions: ["bad name!"] },
-        { kind: "queue", args: ["--create", "-q", "n".repeat(81)], code: 1, mentions: ["nnnn"] },
         {
           kind: "queue",
           args: ["-q", missing, "--push", "x"],
@@ -380,6 +386,14 @@ const ANSWERS: Record<string, Answer> = {
     ),
 };
 
+/** What the error line must say about each answer (beyond the command's subject). */
+const ANSWER_SAYS: Record<string, string[]> = {
+  junk: ["answer (HTTP 200) is not SQS"],
+  html: ["answer (HTTP 200) is not SQS"],
+  "500": ["answered HTTP 500"],
+  "503 JSON": ["ServiceUnavailable"],
+};
+
 /** Starts a loopback HTTP server answering every request with `answer`. */
 function fakeEndpoint(answer: Answer): { url: string; close(): Promise<void> } {
   const server = Deno.serve(
@@ -435,7 +449,12 @@ Deno.test({
       const endpoint = fakeEndpoint(answer);
       try {
         const cases: HostileCase[] = [
-          { kind: `endpoint ${name}`, args: ["--list"], code: 1, mentions: ["list queues"] },
+          {
+            kind: `endpoint ${name}`,
+            args: ["--list"],
+            code: 1,
+            mentions: ["list queues", ...(ANSWER_SAYS[name] ?? [])],
+          },
           {
             kind: `endpoint ${name}`,
             args: ["-q", "q", "--push", "x"],
