@@ -12,7 +12,12 @@ import {
   sessionHelperImage,
   sessionHelperText,
 } from "../src/worker/session_helper.ts";
-import { detectIsolation, findExecutable, makesSessionLeader } from "../src/worker/isolation.ts";
+import {
+  detectIsolation,
+  findExecutable,
+  findSetsid,
+  makesSessionLeader,
+} from "../src/worker/isolation.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const isLinux = Deno.build.os === "linux";
@@ -157,4 +162,46 @@ Deno.test("isolation: findExecutable looks programs up as execvp does", async ()
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** Mounts a small noexec tmpfs at a new directory; undefined where this process may not mount. */
+async function noexecMount(): Promise<string | undefined> {
+  if (!isLinux || Deno.uid() !== 0) return undefined;
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-noexec-" });
+  const mounted = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "noexec,size=1m", "tmpfs", dir],
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => undefined);
+  if (mounted?.success) return dir;
+  await Deno.remove(dir);
+  return undefined;
+}
+
+Deno.test({
+  name: "isolation: a noexec temporary directory falls back to setsid and leaves nothing there",
+  ignore: helperArch() === undefined || findSetsid() === undefined,
+  fn: async () => {
+    const dir = await noexecMount();
+    if (dir === undefined) {
+      console.log("not run: this process cannot mount a tmpfs (needs root and CAP_SYS_ADMIN)");
+      return;
+    }
+    try {
+      const module = new URL("../src/worker/isolation.ts", import.meta.url).href;
+      const script = `const { detectIsolation } = await import(${JSON.stringify(module)});
+const isolation = await detectIsolation();
+console.log(isolation.kind === "wrapper" ? isolation.name : isolation.kind);`;
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", script],
+        env: { TMPDIR: dir },
+        stdin: "null",
+      }).output();
+      assert.equal(new TextDecoder().decode(output.stdout).trim(), "setsid");
+      assert.deepEqual([...Deno.readDirSync(dir)], [], "the helper's directory was left behind");
+    } finally {
+      await new Deno.Command("umount", { args: [dir] }).output();
+      await Deno.remove(dir);
+    }
+  },
 });
