@@ -509,15 +509,15 @@ Deno.test("Scheduler: freeSlots, inHand and running follow accepted and finished
   strictEqual(scheduler.running, 0);
 });
 
-Deno.test("Scheduler: a receiver that waits for slotFree never exceeds the concurrency", async () => {
+Deno.test("Scheduler: a receiver that waits for a free slot never exceeds the concurrency", async () => {
   const h = schedulerHarness(2);
   const { scheduler } = h;
   const ids = ["m1", "m2", "m3", "m4", "m5", "m6", "m7"];
   let accepted = 0;
   const receiver = (async () => {
     for (const id of ids) {
-      await scheduler.slotFree();
-      ok(scheduler.freeSlots > 0, "slotFree resolved without a free slot");
+      await scheduler.slotsFree(1, Infinity);
+      ok(scheduler.freeSlots > 0, "slotsFree resolved without a free slot");
       scheduler.accept(jobMessage(id));
       accepted += 1;
     }
@@ -630,26 +630,29 @@ Deno.test("Scheduler: takeWaiting removes unstarted lane messages; released free
   ok(await hasSettled(idle), "idle did not resolve");
 });
 
-Deno.test("Scheduler: slotFree resolves at once with a free slot, else when one frees", async () => {
+Deno.test("Scheduler: slotsFree resolves at once with a free slot, else when one frees", async () => {
   const h = schedulerHarness(1);
-  await h.scheduler.slotFree();
+  await h.scheduler.slotsFree(1, Infinity);
   h.scheduler.accept(jobMessage("a"));
-  const free = h.scheduler.slotFree();
-  ok(!(await hasSettled(free)), "slotFree resolved with no free slot");
+  const free = h.scheduler.slotsFree(1, Infinity);
+  ok(!(await hasSettled(free)), "slotsFree resolved with no free slot");
   await h.finish("a", true);
-  ok(await hasSettled(free), "slotFree did not resolve when the slot freed");
+  ok(await hasSettled(free), "slotsFree did not resolve when the slot freed");
 });
 
-Deno.test("Scheduler: slotFree resolves when its signal aborts, and at once if aborted", async () => {
+Deno.test("Scheduler: slotsFree resolves when its signal aborts, and at once if aborted", async () => {
   const h = schedulerHarness(1);
   h.scheduler.accept(jobMessage("a"));
   const controller = new AbortController();
-  const free = h.scheduler.slotFree(controller.signal);
+  const free = h.scheduler.slotsFree(1, Infinity, controller.signal);
   ok(!(await hasSettled(free)));
   controller.abort();
-  ok(await hasSettled(free), "abort did not end slotFree");
+  ok(await hasSettled(free), "abort did not end slotsFree");
   strictEqual(h.scheduler.freeSlots, 0);
-  ok(await hasSettled(h.scheduler.slotFree(controller.signal)), "aborted signal must not wait");
+  ok(
+    await hasSettled(h.scheduler.slotsFree(1, Infinity, controller.signal)),
+    "aborted signal must not wait",
+  );
   await h.finish("a", true);
 });
 

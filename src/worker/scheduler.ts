@@ -129,12 +129,6 @@ export class Scheduler {
     this.#free(count);
   }
 
-  /** Resolves when a slot is free (at once if one is), or when `signal` aborts. */
-  slotFree(signal?: AbortSignal): Promise<void> {
-    if (this.freeSlots > 0 || signal?.aborted) return Promise.resolve();
-    return this.#wait(() => this.freeSlots > 0, signal);
-  }
-
   /**
    * Resolves once `count` slots are free, or `maxWaitMs` after the call (never,
    * for Infinity), or when
