@@ -215,6 +215,8 @@ interface ThroughputRow {
   sqsrunJobCpu: number;
   baselineJobCpu: number;
   sqsrunRss: number;
+  /** Lowest and highest ratio of one run pair (sqsrun's run over the baseline's next to it). */
+  ratioRange: [number, number];
 }
 
 async function throughput(bench: Bench, runs: number, count: number): Promise<ThroughputRow[]> {
@@ -265,6 +267,7 @@ async function throughput(bench: Bench, runs: number, count: number): Promise<Th
         sqsrunJobCpu: median(ours.map((f) => f.jobCpuSeconds / count * 1000)),
         baselineJobCpu: median(theirs.map((f) => f.jobCpuSeconds / count * 1000)),
         sqsrunRss: median(ours.map((f) => f.peakRssMiB)),
+        ratioRange: pairRange(ours, theirs),
       };
       console.error(
         `throughput ${job.name} -c ${concurrency}: sqsrun ${row.sqsrun.toFixed(0)}/s, ` +
@@ -274,6 +277,12 @@ async function throughput(bench: Bench, runs: number, count: number): Promise<Th
     }
   }
   return rows;
+}
+
+/** The smallest and largest rate ratio over the run pairs (run i of each side). */
+function pairRange(ours: RunFigures[], theirs: RunFigures[]): [number, number] {
+  const ratios = ours.map((figures, i) => figures.messagesPerSecond / theirs[i].messagesPerSecond);
+  return [Math.min(...ratios), Math.max(...ratios)];
 }
 
 /** Send-to-start latency with an idle, long-polling worker. */
@@ -619,7 +628,8 @@ async function main(): Promise<void> {
       "  no visibility extension, no kill timer, no process group, no output capture, no retries, no",
       "  logs. It holds 10 messages even at concurrency 1; sqsrun runs with its defaults, where",
       "  `--prefetch auto` holds at most one batch ahead, and only while jobs are short.",
-      `- ${runs} run(s) per cell, medians; the two sides alternate who goes first.`,
+      `- ${runs} run(s) per cell, medians; the two sides alternate who goes first. \"Run pairs\" is the`,
+      "  lowest and highest ratio of one sqsrun run to the baseline run next to it: the noise.",
       "- Latency: an idle worker (long polling, `--wait 20`); messages are sent one by one 25 ms apart; the",
       "  job records its start time; latency = start − SQS `SentTimestamp`.",
       "- Resources: `/proc/<pid>/stat` (utime+stime) and `/proc/<pid>/status` (VmRSS, VmHWM) of the",
@@ -627,13 +637,15 @@ async function main(): Promise<void> {
       "",
       "## Throughput (messages/s)",
       "",
-      "| job | concurrency | sqsrun | baseline | ratio | CPU ms/msg: sqsrun, its jobs | baseline, its jobs | sqsrun peak RSS MiB |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| job | concurrency | sqsrun | baseline | ratio | run pairs | CPU ms/msg: sqsrun, its jobs | baseline, its jobs | sqsrun peak RSS MiB |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
       ...rows.map((row) =>
         `| ${row.job} | ${row.concurrency} | ${fmt(row.sqsrun)} | ${fmt(row.baseline)} | ` +
-        `${fmt(row.sqsrun / row.baseline, 2)} | ${fmt(row.sqsrunCpu, 2)}, ${
-          fmt(row.sqsrunJobCpu, 2)
-        } | ${fmt(row.baselineCpu, 2)}, ${fmt(row.baselineJobCpu, 2)} | ` +
+        `${fmt(row.sqsrun / row.baseline, 2)} | ${fmt(row.ratioRange[0], 2)}-${
+          fmt(row.ratioRange[1], 2)
+        } | ${fmt(row.sqsrunCpu, 2)}, ${fmt(row.sqsrunJobCpu, 2)} | ${fmt(row.baselineCpu, 2)}, ${
+          fmt(row.baselineJobCpu, 2)
+        } | ` +
         `${fmt(row.sqsrunRss)} |`
       ),
       "",
