@@ -126,13 +126,13 @@ for (const backend of sqsBackends()) {
       const job = await fixture.script(
         "job.sh",
         `cat > "$DIR/body-$SQSRUN_MESSAGE_ID"
-echo "$SQSRUN_MESSAGE_ID|$SQSRUN_RECEIVE_COUNT|$SQSRUN_ATTR_COLOR|$GREETING|$SQSRUN_QUEUE_URL|$SQSRUN_SENT_TIMESTAMP|$1" >> "$LEDGER"
+echo "$SQSRUN_MESSAGE_ID|$SQSRUN_RECEIVE_COUNT|$SQSRUN_ATTR_COLOR|$GREETING|$SQSRUN_QUEUE_URL|$SQSRUN_SENT_TIMESTAMP|$1|$SQSRUN_BODY_BYTES" >> "$LEDGER"
 echo "hello from the job"
 echo "complaint" >&2`,
       );
       const ids = await sendMessages(fixture.client, fixture.url, [
         { body: "first", attributes: { color: "red" } },
-        { body: "second", attributes: { color: "blue" } },
+        { body: "sécond ✓", attributes: { color: "blue" } },
       ]);
       const worker = fixture.worker([
         "--exec",
@@ -149,13 +149,16 @@ echo "complaint" >&2`,
       const rows = (await fixture.ledgerLines()).map((line) => line.split("|")).sort((a, b) =>
         ids.indexOf(a[0]) - ids.indexOf(b[0])
       );
-      deepStrictEqual(rows.map((row) => [row[0], row[1], row[2], row[3], row[4], row[6]]), [
-        [ids[0], "1", "red", "hi", fixture.url, "arg1"],
-        [ids[1], "1", "blue", "hi", fixture.url, "arg1"],
-      ]);
+      deepStrictEqual(
+        rows.map((row) => [row[0], row[1], row[2], row[3], row[4], row[6], row[7]]),
+        [
+          [ids[0], "1", "red", "hi", fixture.url, "arg1", "5"],
+          [ids[1], "1", "blue", "hi", fixture.url, "arg1", "11"],
+        ],
+      );
       ok(Number(rows[0][5]) > Date.now() - 600_000, "SQSRUN_SENT_TIMESTAMP is epoch ms");
       strictEqual(await Deno.readTextFile(`${fixture.dir}/body-${ids[0]}`), "first");
-      strictEqual(await Deno.readTextFile(`${fixture.dir}/body-${ids[1]}`), "second");
+      strictEqual(await Deno.readTextFile(`${fixture.dir}/body-${ids[1]}`), "sécond ✓");
       const finished = worker.lines.filter((line) => line.msg === "job finished");
       deepStrictEqual(finished.map((line) => line.exit_code), [0, 0]);
       ok(finished.every((line) => typeof line.duration_ms === "number" && line.signal === null));

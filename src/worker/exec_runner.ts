@@ -96,6 +96,8 @@ export function startExecJob(
   const { isolation, programs = new ProgramCache(), groups = NO_WATCHDOG } = context;
   const { program, args } = commandLine(spec);
   const env = jobEnvironment(message, { ...spec.env, ...input.env });
+  // Lets a job tell a whole body from one cut short (its worker died while writing it).
+  if (typeof input.body === "string") env.SQSRUN_BODY_BYTES = String(utf8Length(input.body));
   const failed = (failure: string): JobHandle => ({
     pid: undefined,
     done: Promise.resolve({ code: null, signal: null, error: failure }),
@@ -261,6 +263,24 @@ export async function streamLines(
   }
   while (pending.length > MAX_LINE_BYTES) pending = emitPiece(pending);
   if (pending.length) emitBytes(pending);
+}
+
+/** Returns the length of `text` in UTF-8 bytes (as the job's stdin gets it), without encoding it. */
+export function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
