@@ -31,7 +31,7 @@ import {
   type KillSignal,
   SupervisedJob,
 } from "../src/worker/job.ts";
-import { commandLine, streamLines, utf8Length } from "../src/worker/exec_runner.ts";
+import { commandLine, streamLines } from "../src/worker/exec_runner.ts";
 import { BatchEntryError, SQS_BATCH_LIMIT, SqsBatcher } from "../src/worker/sqs_batcher.ts";
 import { type SettleCalls, Settler } from "../src/worker/settle.ts";
 
@@ -759,15 +759,6 @@ Deno.test("prefetchCount: auto holds about a second of work, at most a batch; a 
   strictEqual(prefetchCount({ ...auto, meanRunMs: 0 }), 10);
   strictEqual(prefetchCount({ ...auto, setting: 0, meanRunMs: 1 }), 0);
   strictEqual(prefetchCount({ ...auto, setting: 25, meanRunMs: 60_000 }), 25);
-});
-
-Deno.test("utf8Length counts what the job's stdin gets, lone surrogates included", () => {
-  const encoder = new TextEncoder();
-  for (
-    const text of ["", "plain", "sécond ✓", "😀 and 🇫🇷", "a\uD800b", "\uDC00", "€".repeat(1000)]
-  ) {
-    strictEqual(utf8Length(text), encoder.encode(text).length, JSON.stringify(text).slice(0, 30));
-  }
 });
 
 // ---------------------------------------------------------------------------

@@ -96,8 +96,10 @@ export function startExecJob(
   const { isolation, programs = new ProgramCache(), groups = NO_WATCHDOG } = context;
   const { program, args } = commandLine(spec);
   const env = jobEnvironment(message, { ...spec.env, ...input.env });
-  // Lets a job tell a whole body from one cut short (its worker died while writing it).
-  if (typeof input.body === "string") env.SQSRUN_BODY_BYTES = String(utf8Length(input.body));
+  // Encoded once: what stdin gets, and its length, which lets a job tell a whole
+  // body from one cut short (its worker died while writing it).
+  const body = typeof input.body === "string" ? encoder.encode(input.body) : input.body;
+  if (body instanceof Uint8Array) env.SQSRUN_BODY_BYTES = String(body.length);
   const failed = (failure: string): JobHandle => ({
     pid: undefined,
     done: Promise.resolve({ code: null, signal: null, error: failure }),
@@ -144,7 +146,7 @@ export function startExecJob(
   // An input that breaks off (an S3 download cut short) must fail the job: the
   // child may well exit 0 on a truncated stdin, and its message must not be deleted.
   let inputError: string | undefined;
-  writeBody(child.stdin, input.body, log).then((error) => {
+  writeBody(child.stdin, body, log).then((error) => {
     if (error === undefined) return;
     inputError = `the job's input broke off: ${error}`;
     log.warn("the job's input broke off; failing the job", { error });
@@ -182,7 +184,7 @@ export function startExecJob(
  */
 async function writeBody(
   stdin: WritableStream<Uint8Array>,
-  body: string | ReadableStream<Uint8Array>,
+  body: Uint8Array | ReadableStream<Uint8Array>,
   log: Logger,
 ): Promise<string | undefined> {
   const writer = stdin.getWriter();
@@ -190,9 +192,9 @@ async function writeBody(
     log.debug("job did not read all of its stdin", { error: describeError(error) });
     writer.abort().catch(() => {});
   };
-  if (typeof body === "string") {
+  if (body instanceof Uint8Array) {
     try {
-      await writer.write(encoder.encode(body));
+      await writer.write(body);
       await writer.close();
     } catch (error) {
       stoppedReading(error);
@@ -263,24 +265,6 @@ export async function streamLines(
   }
   while (pending.length > MAX_LINE_BYTES) pending = emitPiece(pending);
   if (pending.length) emitBytes(pending);
-}
-
-/** Returns the length of `text` in UTF-8 bytes (as the job's stdin gets it), without encoding it. */
-export function utf8Length(text: string): number {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) bytes += 1;
-    else if (code < 0x800) bytes += 2;
-    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4;
-        i++;
-      } else bytes += 3;
-    } else bytes += 3;
-  }
-  return bytes;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -35,8 +35,7 @@ export class Scheduler {
   #running = 0;
   #prefetch = 0;
   /** Received messages free to start, oldest first, with when each became ready. */
-  #ready: JobMessage[] = [];
-  #readySince = new Map<JobMessage, number>();
+  #ready: { message: JobMessage; since: number }[] = [];
   #holdTimer: ReturnType<typeof setTimeout> | undefined;
   #lanes = new Map<string, JobMessage[]>();
   #waiters: (() => void)[] = [];
@@ -110,8 +109,7 @@ export class Scheduler {
 
   /** Removes and returns every message not yet started (for shutdown). */
   takeWaiting(): JobMessage[] {
-    const waiting = this.#ready.splice(0);
-    this.#readySince.clear();
+    const waiting = this.#ready.splice(0).map((entry) => entry.message);
     clearTimeout(this.#holdTimer);
     this.#holdTimer = undefined;
     for (const lane of this.#lanes.values()) waiting.push(...lane.splice(0));
@@ -185,25 +183,22 @@ export class Scheduler {
 
   #startReady(): void {
     while (this.#running < this.#options.concurrency && this.#ready.length > 0) {
-      const message = this.#ready.shift()!;
-      this.#readySince.delete(message);
-      this.#start(message);
+      this.#start(this.#ready.shift()!.message);
     }
     this.#scheduleHoldCheck();
   }
 
   #makeReady(message: JobMessage): void {
-    this.#ready.push(message);
-    this.#readySince.set(message, performance.now());
+    this.#ready.push({ message, since: performance.now() });
   }
 
   /** Arms one timer for the oldest held standard message, if any and if there is a limit. */
   #scheduleHoldCheck(): void {
     const limit = this.#options.holdLimitMs;
     if (limit === undefined || this.#holdTimer !== undefined) return;
-    const oldest = this.#ready.find((message) => message.groupId === undefined);
+    const oldest = this.#ready.find((entry) => entry.message.groupId === undefined);
     if (!oldest) return;
-    const due = this.#readySince.get(oldest)! + limit - performance.now();
+    const due = oldest.since + limit - performance.now();
     this.#holdTimer = setTimeout(() => {
       this.#holdTimer = undefined;
       this.#giveBackHeldTooLong(limit);
@@ -217,15 +212,12 @@ export class Scheduler {
    */
   #giveBackHeldTooLong(limit: number): void {
     const now = performance.now();
-    const expired = this.#ready.filter((message) =>
-      message.groupId === undefined && now - this.#readySince.get(message)! >= limit
-    );
-    if (expired.length === 0) return;
-    this.#ready = this.#ready.filter((message) => !expired.includes(message));
-    for (const message of expired) {
-      this.#readySince.delete(message);
+    const expired = (entry: { message: JobMessage; since: number }) =>
+      entry.message.groupId === undefined && now - entry.since >= limit;
+    for (const { message } of this.#ready.filter(expired)) {
       this.#options.abandon(message).then(() => this.#free(1));
     }
+    this.#ready = this.#ready.filter((entry) => !expired(entry));
   }
 
   #start(message: JobMessage): void {
