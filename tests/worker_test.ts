@@ -492,6 +492,27 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 
+  test("--prefetch auto gives back what it held once the jobs got much slower", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      // The first five runs are instant (auto then holds a full batch); later ones take 9 s.
+      const job = await fixture.script(
+        "job.sh",
+        `body=$(cat); echo "start $body" >> "$LEDGER"
+if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
+      );
+      await sendMessages(fixture.client, fixture.url, ["f1", "f2", "f3", "f4", "f5"]);
+      const worker = fixture.worker(["--exec", job, "-c", "1", "--wait", "1", "-t", "60"]);
+      await waitUntil("the fast jobs ran", async () => (await fixture.ledgerLines()).length === 5);
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      await sendMessages(fixture.client, fixture.url, ["s1", "s2", "s3", "s4"]);
+      await worker.waitForLine((line) => line.msg === "message given back", 12_000);
+      // With -t 60, only the give-back makes a held message visible while the slow job runs.
+      const counts = await queueCounts(fixture.client, fixture.url);
+      ok(counts.visible >= 1, `nothing visible again: ${JSON.stringify(counts)}`);
+      strictEqual((await fixture.ledgerLines()).length, 6, "a held message ran");
+    });
+  });
+
   test("SIGTERM gives back the messages held ahead at once; they never ran", async () => {
     await withFixture(backend, {}, async (fixture) => {
       const job = await fixture.script(
