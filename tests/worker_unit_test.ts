@@ -748,17 +748,49 @@ Deno.test("Scheduler: changed resolves when a slot frees or the prefetch changes
   ok(await hasSettled(h.scheduler.changed(controller.signal)), "an aborted signal must not wait");
 });
 
+Deno.test("Scheduler: expectedRunMs grows with the median running job, not one hung job", async () => {
+  const h = schedulerHarness(3);
+  const { scheduler } = h;
+  strictEqual(scheduler.expectedRunMs, undefined, "nothing ran yet");
+  scheduler.accept(jobMessage("quick"));
+  await h.finish("quick", true);
+  const mean = scheduler.meanRunMs!;
+  strictEqual(scheduler.expectedRunMs, mean, "no job running: the mean");
+  scheduler.accept(jobMessage("slow"));
+  await delay(120);
+  ok(scheduler.expectedRunMs! >= 100, `one slow job running: ${scheduler.expectedRunMs}`);
+  scheduler.accept(jobMessage("new1"));
+  scheduler.accept(jobMessage("new2"));
+  ok(
+    scheduler.expectedRunMs! < 100,
+    `the median of three ignores the one hung job: ${scheduler.expectedRunMs}`,
+  );
+  for (const id of ["slow", "new1", "new2"]) await h.finish(id, true);
+});
+
 Deno.test("prefetchCount: auto holds about a second of work, at most a batch; a number is kept", () => {
   const auto = { setting: "auto" as const, concurrency: 1, batchSize: 10 };
-  strictEqual(prefetchCount({ ...auto, meanRunMs: undefined }), 0, "before any run time is known");
-  strictEqual(prefetchCount({ ...auto, meanRunMs: 2 }), 10, "short jobs: one batch");
-  strictEqual(prefetchCount({ ...auto, batchSize: 3, meanRunMs: 2 }), 3, "never beyond a batch");
-  strictEqual(prefetchCount({ ...auto, meanRunMs: AUTO_PREFETCH_HOLD_MS / 4 }), 4);
-  strictEqual(prefetchCount({ ...auto, concurrency: 8, meanRunMs: 2_000 }), 4, "spread over slots");
-  strictEqual(prefetchCount({ ...auto, meanRunMs: AUTO_PREFETCH_HOLD_MS + 1 }), 0, "long jobs");
-  strictEqual(prefetchCount({ ...auto, meanRunMs: 0 }), 10);
-  strictEqual(prefetchCount({ ...auto, setting: 0, meanRunMs: 1 }), 0);
-  strictEqual(prefetchCount({ ...auto, setting: 25, meanRunMs: 60_000 }), 25);
+  strictEqual(
+    prefetchCount({ ...auto, expectedRunMs: undefined }),
+    0,
+    "before any run time is known",
+  );
+  strictEqual(prefetchCount({ ...auto, expectedRunMs: 2 }), 10, "short jobs: one batch");
+  strictEqual(
+    prefetchCount({ ...auto, batchSize: 3, expectedRunMs: 2 }),
+    3,
+    "never beyond a batch",
+  );
+  strictEqual(prefetchCount({ ...auto, expectedRunMs: AUTO_PREFETCH_HOLD_MS / 4 }), 4);
+  strictEqual(
+    prefetchCount({ ...auto, concurrency: 8, expectedRunMs: 2_000 }),
+    4,
+    "spread over slots",
+  );
+  strictEqual(prefetchCount({ ...auto, expectedRunMs: AUTO_PREFETCH_HOLD_MS + 1 }), 0, "long jobs");
+  strictEqual(prefetchCount({ ...auto, expectedRunMs: 0 }), 10);
+  strictEqual(prefetchCount({ ...auto, setting: 0, expectedRunMs: 1 }), 0);
+  strictEqual(prefetchCount({ ...auto, setting: 25, expectedRunMs: 60_000 }), 25);
 });
 
 // ---------------------------------------------------------------------------

@@ -40,6 +40,8 @@ export class Scheduler {
   #lanes = new Map<string, JobMessage[]>();
   #waiters: (() => void)[] = [];
   #meanRunMs: number | undefined;
+  /** When each running job started (performance.now()). */
+  #startedAt = new Map<JobMessage, number>();
 
   constructor(options: SchedulerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
@@ -74,6 +76,20 @@ export class Scheduler {
    */
   get meanRunMs(): number | undefined {
     return this.#meanRunMs;
+  }
+
+  /**
+   * What a message held ahead can expect one run to take, in ms: {@linkcode meanRunMs},
+   * or the median time the running jobs have taken so far when that is longer. Jobs
+   * that suddenly got slower show here long before the first of them ends, so a
+   * worker stops taking messages it would only hold and give back. The median, so
+   * that one hung job among many does not stop the prefetch of the others.
+   */
+  get expectedRunMs(): number | undefined {
+    if (this.#meanRunMs === undefined || this.#startedAt.size === 0) return this.#meanRunMs;
+    const now = performance.now();
+    const elapsed = [...this.#startedAt.values()].map((start) => now - start).sort((a, b) => a - b);
+    return Math.max(this.#meanRunMs, elapsed[Math.floor((elapsed.length - 1) / 2)]);
   }
 
   /** Messages received and not yet settled. */
@@ -223,7 +239,9 @@ export class Scheduler {
   #start(message: JobMessage): void {
     this.#running += 1;
     const started = performance.now();
+    this.#startedAt.set(message, started);
     this.#options.run(message).then((succeeded) => {
+      this.#startedAt.delete(message);
       const ms = performance.now() - started;
       this.#meanRunMs = this.#meanRunMs === undefined
         ? ms
@@ -273,8 +291,8 @@ export interface PrefetchPolicy {
   setting: number | "auto";
   concurrency: number;
   batchSize: number;
-  /** {@linkcode Scheduler.meanRunMs}. */
-  meanRunMs: number | undefined;
+  /** {@linkcode Scheduler.expectedRunMs}. */
+  expectedRunMs: number | undefined;
 }
 
 /**
@@ -285,9 +303,9 @@ export interface PrefetchPolicy {
  */
 export function prefetchCount(policy: PrefetchPolicy): number {
   if (policy.setting !== "auto") return policy.setting;
-  if (policy.meanRunMs === undefined) return 0;
+  if (policy.expectedRunMs === undefined) return 0;
   const held = Math.floor(
-    policy.concurrency * AUTO_PREFETCH_HOLD_MS / Math.max(policy.meanRunMs, 1),
+    policy.concurrency * AUTO_PREFETCH_HOLD_MS / Math.max(policy.expectedRunMs, 1),
   );
   return Math.min(policy.batchSize, held);
 }

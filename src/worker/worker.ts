@@ -430,7 +430,7 @@ class Worker {
         setting: prefetch,
         concurrency,
         batchSize,
-        meanRunMs: scheduler.meanRunMs,
+        expectedRunMs: scheduler.expectedRunMs,
       });
       if (held !== scheduler.prefetch) scheduler.prefetch = held;
       const room = scheduler.freeSlots - reserved;
