@@ -15,6 +15,7 @@ import {
 } from "./support/sqs.ts";
 import { processAlive, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
+import { startSqsWitness } from "../scripts/reliability/witness.ts";
 
 interface Fixture {
   backend: SqsBackend;
@@ -519,6 +520,44 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
         "the held messages were not given back, or were taken again",
       );
       strictEqual((await fixture.ledgerLines()).length, 6, "a held message ran");
+    });
+  });
+
+  test("a message delivered again while its job runs runs once, deleted by its newest receipt", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      // With every extension refused, the message shows again after -t while its
+      // job still runs, and the worker (a slot free) receives it again.
+      const witness = startSqsWitness(backend.endpoint, {
+        refuse: (action) => action.startsWith("ChangeMessageVisibility"),
+      });
+      try {
+        const job = await fixture.script(
+          "job.sh",
+          `body=$(cat); echo "start $body" >> "$LEDGER"; sleep 5; echo "end $body" >> "$LEDGER"`,
+        );
+        await sendMessages(fixture.client, fixture.url, ["twice"]);
+        const worker = fixture.worker(
+          ["--exec", job, "-c", "2", "--wait", "1", "-t", "2", "-e", "1"],
+          witness.url,
+        );
+        const again = await worker.waitForLine(
+          (line) => line.msg === "message delivered again while in hand; it runs once",
+          10_000,
+        );
+        ok(Number(again.receive_count) >= 2, `receive count ${again.receive_count}`);
+        await waitUntil(
+          "the job ended",
+          async () => (await fixture.ledgerLines()).includes("end twice"),
+          15_000,
+        );
+        // Only the newest receipt deletes it for sure: the queue empties at once,
+        // not after another delivery and run.
+        await waitUntil("the queue is empty", () => queueEmpty(fixture), 5_000);
+        deepStrictEqual(await fixture.ledgerLines(), ["start twice", "end twice"]);
+        strictEqual(witness.acknowledgedDeletes, 1);
+      } finally {
+        await witness.close();
+      }
     });
   });
 

@@ -23,6 +23,7 @@ import {
   extensionSeconds,
   releaseVisibility,
   SQS_MAX_VISIBILITY_SECONDS,
+  type VisibilityChanger,
   VisibilityKeeper,
 } from "../src/worker/visibility.ts";
 import {
@@ -820,6 +821,16 @@ function fakeChanger(fail: (index: number, receiptHandle: string) => boolean = (
   };
 }
 
+/** A keeper asking for 30 s each time, with a log nobody reads. */
+function plainKeeper(changer: VisibilityChanger, extendAfterSeconds: number): VisibilityKeeper {
+  return new VisibilityKeeper({
+    changer,
+    timeoutSeconds: 30,
+    extendAfterSeconds,
+    log: new RecordingLogger(),
+  });
+}
+
 Deno.test("VisibilityKeeper: extends after extendAfterSeconds with timeoutSeconds, repeatedly", async () => {
   await withTimerSpy(async (spy) => {
     const changer = fakeChanger();
@@ -858,12 +869,7 @@ Deno.test("VisibilityKeeper: extends after extendAfterSeconds with timeoutSecond
 
 Deno.test("VisibilityKeeper: each message is extended on its own schedule, counted from its receipt", async () => {
   const changer = fakeChanger();
-  const keeper = new VisibilityKeeper({
-    changer,
-    timeoutSeconds: 30,
-    extendAfterSeconds: 0.1,
-    log: new RecordingLogger(),
-  });
+  const keeper = plainKeeper(changer, 0.1);
   try {
     const a = jobMessage("a");
     keeper.track(a);
@@ -935,15 +941,31 @@ Deno.test("VisibilityKeeper: an always-failing changer never stops the retries",
   }
 });
 
+Deno.test("VisibilityKeeper: holds one delivery per message id; a new receipt handle is used from then on", async () => {
+  const changer = fakeChanger();
+  const keeper = plainKeeper(changer, 0.05);
+  try {
+    const held = jobMessage("a");
+    keeper.track(held);
+    strictEqual(keeper.holding("a"), held);
+    strictEqual(keeper.holding("b"), undefined);
+    // Another delivery of the same message is not the one held: untracking it keeps the held one.
+    keeper.untrack({ ...held, receiptHandle: "rh-a2" });
+    strictEqual(keeper.holding("a"), held);
+    held.receiptHandle = "rh-a2";
+    await waitFor(() => changer.for("rh-a2").length >= 1, "an extension with the new handle");
+    keeper.untrack(held);
+    strictEqual(keeper.holding("a"), undefined);
+    strictEqual(keeper.size, 0);
+  } finally {
+    keeper.stop();
+  }
+});
+
 Deno.test("VisibilityKeeper: untrack stops extensions for that message only", async () => {
   await withTimerSpy(async (spy) => {
     const changer = fakeChanger();
-    const keeper = new VisibilityKeeper({
-      changer,
-      timeoutSeconds: 30,
-      extendAfterSeconds: 0.05,
-      log: new RecordingLogger(),
-    });
+    const keeper = plainKeeper(changer, 0.05);
     try {
       const a = jobMessage("a");
       const b = jobMessage("b");
@@ -1035,12 +1057,7 @@ Deno.test("VisibilityKeeper: near the 12-hour cap it asks for the remaining room
 Deno.test("VisibilityKeeper: stop ends every extension and leaves no timer", async () => {
   await withTimerSpy(async (spy) => {
     const changer = fakeChanger();
-    const keeper = new VisibilityKeeper({
-      changer,
-      timeoutSeconds: 30,
-      extendAfterSeconds: 0.03,
-      log: new RecordingLogger(),
-    });
+    const keeper = plainKeeper(changer, 0.03);
     keeper.track(jobMessage("a"));
     keeper.track(jobMessage("b"));
     await waitFor(() => changer.calls.length >= 2, "first extensions");

@@ -29,8 +29,18 @@ const HOP_HEADERS = ["host", "connection", "content-length", "transfer-encoding"
 /** Response headers that no longer hold once the body is relayed as read. */
 const STALE_RESPONSE_HEADERS = ["content-length", "content-encoding", "transfer-encoding"];
 
+/** How the witness relays. */
+export interface SqsWitnessOptions {
+  /**
+   * Actions (such as "ChangeMessageVisibilityBatch") the witness answers with an
+   * SQS internal error instead of relaying, while it returns true: a fault in one
+   * kind of call only, which the emulators cannot make on their own.
+   */
+  refuse?: (action: string) => boolean;
+}
+
 /** Starts relaying 127.0.0.1:<free port> to `target` (the emulator's endpoint URL). */
-export function startSqsWitness(target: string): SqsWitness {
+export function startSqsWitness(target: string, options: SqsWitnessOptions = {}): SqsWitness {
   const handles = new Map<string, string>();
   const deleted = new Map<string, number>();
   let acknowledged = 0;
@@ -69,6 +79,13 @@ export function startSqsWitness(target: string): SqsWitness {
   // aborts whatever is still waiting upstream.
   const pending = new Set<AbortController>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    const action = (request.headers.get("x-amz-target") ?? "").replace(/^AmazonSQS\./, "");
+    if (options.refuse?.(action)) {
+      return Response.json(
+        { __type: "com.amazonaws.sqs#InternalError", message: "refused by the witness" },
+        { status: 500, headers: { "x-amzn-query-error": "InternalError;Receiver" } },
+      );
+    }
     const body = new Uint8Array(await request.arrayBuffer());
     const headers = new Headers(request.headers);
     for (const name of HOP_HEADERS) headers.delete(name);
@@ -90,7 +107,6 @@ export function startSqsWitness(target: string): SqsWitness {
     } finally {
       pending.delete(controller);
     }
-    const action = (request.headers.get("x-amz-target") ?? "").replace(/^AmazonSQS\./, "");
     if (answer.ok) record(action, body, data);
     const responseHeaders = new Headers(answer.headers);
     for (const name of STALE_RESPONSE_HEADERS) responseHeaders.delete(name);

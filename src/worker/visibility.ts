@@ -69,6 +69,7 @@ export class VisibilityKeeper {
   #options: VisibilityKeeperOptions;
   #now: () => number;
   #retryMs: number;
+  /** By message id: a worker holds one delivery of a message at a time. */
   #tracked = new Map<string, Tracked>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #armedFor = Infinity;
@@ -84,9 +85,14 @@ export class VisibilityKeeper {
     return this.#tracked.size;
   }
 
+  /** Returns the tracked message with this id, if one is in hand. */
+  holding(id: string): JobMessage | undefined {
+    return this.#tracked.get(id)?.message;
+  }
+
   /** Starts keeping `message` invisible, counting from its receipt. */
   track(message: JobMessage): void {
-    this.#tracked.set(message.receiptHandle, {
+    this.#tracked.set(message.id, {
       message,
       dueAt: message.receivedAt + this.#options.extendAfterSeconds * 1000,
       calling: false,
@@ -98,7 +104,7 @@ export class VisibilityKeeper {
 
   /** Stops extending `message` (it is settled or about to be). */
   untrack(message: JobMessage): void {
-    this.#tracked.delete(message.receiptHandle);
+    if (this.#tracked.get(message.id)?.message === message) this.#tracked.delete(message.id);
     if (this.#tracked.size === 0) this.#disarm();
   }
 
@@ -158,7 +164,7 @@ export class VisibilityKeeper {
       () => {
         entry.failures = 0;
         entry.dueAt = this.#now() + this.#options.extendAfterSeconds * 1000;
-        if (this.#tracked.get(message.receiptHandle) === entry) {
+        if (this.#tracked.get(message.id) === entry) {
           this.#options.log.debug("visibility extended", {
             message_id: message.id,
             visibility_timeout: seconds,
@@ -169,7 +175,7 @@ export class VisibilityKeeper {
       (error) => {
         entry.failures += 1;
         entry.dueAt = this.#now() + this.#retryMs;
-        if (this.#tracked.get(message.receiptHandle) === entry) {
+        if (this.#tracked.get(message.id) === entry) {
           this.#options.log.warn("visibility extension failed; retrying", {
             message_id: message.id,
             attempt: entry.failures,
@@ -179,7 +185,7 @@ export class VisibilityKeeper {
       },
     ).finally(() => {
       entry.calling = false;
-      if (this.#tracked.get(message.receiptHandle) === entry) this.#arm();
+      if (this.#tracked.get(message.id) === entry) this.#arm();
     });
   }
 }

@@ -469,6 +469,11 @@ class Worker {
 
   #admit(messages: JobMessage[]): void {
     for (const message of messages) {
+      const held = this.#keeper.holding(message.id);
+      if (held) {
+        this.#deliveredAgain(held, message);
+        continue;
+      }
       this.#keeper.track(message);
       if (this.#stopping) {
         // Received while the drain began: it never started, so it goes straight back.
@@ -477,6 +482,21 @@ class Worker {
       }
       this.#scheduler.accept(message);
     }
+  }
+
+  /**
+   * SQS delivered a message this worker already holds: standard queues deliver at
+   * least once, and moto can hand one message to two overlapping receive calls.
+   * Running it again would do the job twice at once, and giving it back would
+   * expose the one in hand: keep that one, and settle it with the newest receipt
+   * handle, the one SQS honours.
+   */
+  #deliveredAgain(held: JobMessage, again: JobMessage): void {
+    held.receiptHandle = again.receiptHandle;
+    this.#log.warn("message delivered again while in hand; it runs once", {
+      message_id: again.id,
+      receive_count: again.receiveCount,
+    });
   }
 
   /** Gives back every message held but not started: a draining worker starts no new job. */
