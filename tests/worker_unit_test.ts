@@ -1670,6 +1670,21 @@ Deno.test("Settler: a ReceiptHandleIsInvalid entry error is final: no retry, fal
   strictEqual(log.at("error")[0].fields.message_id, "m");
 });
 
+Deno.test("Settler: a stale handle replaced by a newer delivery meanwhile is retried with the new one", async () => {
+  const fake = fakeCalls({
+    deleteErrors: [new BatchEntryError("ReceiptHandleIsInvalid", "stale handle")],
+  });
+  const { settler, log, counters } = settlerFor(fake);
+  const message = jobMessage("m");
+  const deleted = settler.succeeded(message);
+  // The worker received the message again while the delete was on its way.
+  message.receiptHandle = "rh-m2";
+  strictEqual(await deleted, true);
+  deepStrictEqual(fake.deletes, ["rh-m", "rh-m2"]);
+  strictEqual(counters.deleted, 1);
+  deepStrictEqual(log.at("error"), []);
+});
+
 Deno.test("Settler: a delete failing every attempt gives up after `attempts` and returns false", async () => {
   const fake = fakeCalls({
     deleteErrors: [new Error("down"), new Error("down"), new Error("down")],

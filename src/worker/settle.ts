@@ -126,11 +126,16 @@ export class Settler {
   async #retry(message: JobMessage, what: string, call: () => Promise<void>): Promise<boolean> {
     const attempts = this.#options.attempts ?? 5;
     for (let attempt = 1; attempt <= attempts; attempt++) {
+      const handle = message.receiptHandle;
       try {
         await call();
         return true;
       } catch (error) {
-        const final = FINAL_CODES.has(errorCode(error) ?? "") || attempt === attempts;
+        // A delivery of the message that came in meanwhile brought a newer handle,
+        // which may work where the stale one did not.
+        const handleReplaced = message.receiptHandle !== handle;
+        const final = (FINAL_CODES.has(errorCode(error) ?? "") && !handleReplaced) ||
+          attempt === attempts;
         this.#options.log.warn(`${what} failed${final ? "" : "; retrying"}`, {
           message_id: message.id,
           attempt,
