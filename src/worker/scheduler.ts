@@ -145,9 +145,8 @@ export class Scheduler {
 
   /**
    * Resolves once `count` slots are free, or `maxWaitMs` after the call (never,
-   * for Infinity), or when
-   * `signal` aborts: lets one receive call fill several slots that free up close
-   * together instead of one call per slot.
+   * for Infinity), or when `signal` aborts: lets one receive call fill several
+   * slots that free up close together instead of one call per slot.
    */
   async slotsFree(count: number, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
     if (this.freeSlots >= count || signal?.aborted) return;

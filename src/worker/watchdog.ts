@@ -56,8 +56,8 @@ export const NO_WATCHDOG: JobGroups = {
 };
 
 /**
- * Starts the watchdog. Resolves to {@linkcode NO_WATCHDOG} (after a warning) where
- * it cannot run.
+ * Starts the watchdog. Returns {@linkcode NO_WATCHDOG} where it cannot run (after
+ * a warning, unless on Windows, which has no process groups to watch).
  */
 export function startWatchdog(log: Logger): JobGroups {
   if (Deno.build.os === "windows") return NO_WATCHDOG;
