@@ -207,6 +207,48 @@ function httpStatus(error: unknown): number | undefined {
   return typeof metadata?.httpStatusCode === "number" ? metadata.httpStatusCode : undefined;
 }
 
+/** Names and codes of a call that got no answer in time (the SDK's, Node's, the service's). */
+const TIMEOUT_CODES = new Set([
+  "TimeoutError",
+  "RequestTimeout",
+  "RequestTimeoutException",
+  "ETIMEDOUT",
+  "ESOCKETTIMEDOUT",
+]);
+
+/**
+ * Returns true when the call got no answer in time. Decided by the error's name or
+ * code, never its text: "VisibilityTimeout is invalid" is a refusal, not a timeout.
+ */
+export function isTimeout(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { name, code } = error as { name?: unknown; code?: unknown };
+  return (typeof name === "string" && TIMEOUT_CODES.has(name)) ||
+    (typeof code === "string" && TIMEOUT_CODES.has(code)) || httpStatus(error) === 408;
+}
+
+/** Codes after which a retry cannot help: the handle is stale or the message is gone. */
+const STALE_RECEIPT_CODES = new Set([
+  "ReceiptHandleIsInvalid",
+  "InvalidReceiptHandle",
+  "MessageNotInflight",
+  "AWS.SimpleQueueService.MessageNotInflight",
+  "QueueDoesNotExist",
+  "AWS.SimpleQueueService.NonExistentQueue",
+]);
+
+/**
+ * Returns true when SQS refused a receipt handle for good: the message is gone,
+ * visible again, or received by someone else since (a newer handle exists). Real
+ * SQS says the last as `InvalidParameterValue` naming the receipt handle.
+ */
+export function isStaleReceipt(error: unknown): boolean {
+  const code = errorCode(error) ?? "";
+  if (STALE_RECEIPT_CODES.has(code)) return true;
+  return code === "InvalidParameterValue" && error instanceof Error &&
+    /ReceiptHandle|not available for visibility timeout change/i.test(error.message);
+}
+
 /** Returns true when the error says the queue does not exist. */
 export function isQueueMissing(error: unknown): boolean {
   const code = errorCode(error);
@@ -265,7 +307,7 @@ export function describeAwsError(error: unknown, subject?: string, service = "SQ
   if (code === "ENOTFOUND" || /getaddrinfo|ENOTFOUND|dns error/i.test(message)) {
     return `${about}cannot resolve the ${service} endpoint host`;
   }
-  if (code === "TimeoutError" || /timed? ?out/i.test(message)) {
+  if (isTimeout(error)) {
     return `${about}the ${service} endpoint did not answer in time`;
   }
   // Something other than the service answered: a proxy's error page, a web server, junk.

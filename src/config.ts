@@ -698,9 +698,13 @@ export function defaultExtendTimeout(timeout: number): number {
   return timeout * 3 / 4;
 }
 
-/** The default kill timeout for a visibility timeout: five times it. */
+/**
+ * The default kill timeout for a visibility timeout: five times it, but a minute
+ * short of SQS's 12-hour visibility limit, which no extension can pass (`-t 43200`
+ * would otherwise mean a 60-hour kill and shutdown timeout).
+ */
 export function defaultKillTimeout(timeout: number): number {
-  return timeout * 5;
+  return Math.min(timeout * 5, MAX_VISIBILITY - 60);
 }
 
 /**

@@ -104,6 +104,16 @@ Deno.test("derived values follow -t unless given, and shutdown follows the kill 
   equal(d.killTimeout, 5);
 });
 
+Deno.test("the derived kill timeout stops a minute short of SQS's 12-hour visibility limit", async () => {
+  const capped = await optionsOf(["--exec", "./w", "-q", "q", "-t", "43200"]);
+  equal(capped.killTimeout, 43_140);
+  equal(capped.shutdownTimeout, 43_140);
+  const below = await optionsOf(["--exec", "./w", "-q", "q", "-t", "8000"]);
+  equal(below.killTimeout, 40_000);
+  const given = await optionsOf(["--exec", "./w", "-q", "q", "-t", "43200", "-x", "50000"]);
+  equal(given.killTimeout, 50_000, "an explicit -x is kept (the worker warns at start-up)");
+});
+
 Deno.test("decimals where they make sense, integers elsewhere", async () => {
   const options = await optionsOf([
     "--exec",

@@ -13,7 +13,13 @@ import {
   sendMessages,
   testClient,
 } from "./support/sqs.ts";
-import { processAlive, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
+import {
+  type LogLine,
+  processAlive,
+  startWorker,
+  waitUntil,
+  type WorkerProcess,
+} from "./support/worker.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 import { startSqsWitness } from "../scripts/reliability/witness.ts";
 
@@ -639,6 +645,35 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
       deepStrictEqual(await fixture.ledgerLines(), ["run 1", "run 2"]);
       const counts = await queueCounts(fixture.client, fixture.url);
       strictEqual(counts.visible + counts.inFlight, 1, "the poison message is still in the queue");
+    });
+  });
+
+  test("--max-receives without a redrive policy holds nothing ahead; an explicit --prefetch is warned about", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", "cat > /dev/null");
+      const auto = fixture.worker(["--exec", job, "--max-receives", "3", "--wait", "1"]);
+      strictEqual((await auto.waitForLine((line) => line.msg === "worker started")).prefetch, 0);
+      const held = fixture.worker(
+        ["--exec", job, "--max-receives", "3", "--prefetch", "10", "--wait", "1"],
+      );
+      const warning = await held.waitForLine((line) =>
+        line.msg.startsWith("--max-receives with --prefetch")
+      );
+      strictEqual(warning.prefetch, 10);
+      strictEqual((await held.waitForLine((line) => line.msg === "worker started")).prefetch, 10);
+    });
+  });
+
+  test("a kill timeout beyond SQS's 12-hour visibility limit is warned about at start-up", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", "cat > /dev/null");
+      const beyond = (line: LogLine) => line.msg.startsWith("-x/--kill-timeout plus --kill-grace");
+      const long = fixture.worker(["--exec", job, "-t", "43200", "-x", "50000", "--wait", "1"]);
+      strictEqual((await long.waitForLine(beyond)).kill_timeout, 50_000);
+      const derived = fixture.worker(["--exec", job, "-t", "43200", "--wait", "1"]);
+      const started = await derived.waitForLine((line) => line.msg === "worker started");
+      strictEqual(started.kill_timeout, 43_140, "the derived -x stops a minute short of the limit");
+      ok(!derived.lines.some(beyond), "the derived kill timeout was warned about");
     });
   });
 

@@ -115,6 +115,22 @@ const COUNTERS = {
     "sqsrun_visibility_extended_total",
     "Visibility timeout extensions of running jobs' messages.",
   ],
+  visibilityLapsed: [
+    "sqsrun_visibility_lapsed_total",
+    "Deliveries whose visibility deadline passed, or may have, while sqsrun held them.",
+  ],
+  deletesUncertain: [
+    "sqsrun_deletes_uncertain_total",
+    "Deletes that may have succeeded although SQS called the receipt stale on a retry.",
+  ],
+  logLinesDroppedJob: [
+    "sqsrun_log_lines_dropped_job_total",
+    "Job output lines dropped because the log sink fell behind.",
+  ],
+  logLinesDroppedWorker: [
+    "sqsrun_log_lines_dropped_worker_total",
+    "sqsrun's own log lines dropped because the log sink fell behind.",
+  ],
   receiveCalls: ["sqsrun_receive_calls_total", "ReceiveMessage calls that answered."],
   receiveErrors: ["sqsrun_receive_errors_total", "ReceiveMessage calls that failed."],
   s3ObjectsMissing: [
@@ -280,6 +296,12 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     messageDeleted: () => add("messagesDeleted"),
     messageReleased: () => add("messagesReleased"),
     visibilityExtended: () => add("visibilityExtended"),
+    visibilityLapsed: () => add("visibilityLapsed"),
+    deleteUncertain: () => add("deletesUncertain"),
+    logLinesDropped: (jobOutput, worker) => {
+      add("logLinesDroppedJob", jobOutput);
+      add("logLinesDroppedWorker", worker);
+    },
     s3ObjectMissing: () => add("s3ObjectsMissing"),
     slots: (runningNow, freeNow) => {
       // Leaving the all-busy state restarts the clock: the loop polls again from here.

@@ -28,6 +28,12 @@ export interface WorkerMetrics {
   messageDeleted(): void;
   messageReleased(): void;
   visibilityExtended(): void;
+  /** A message's visibility deadline passed, or may have, while sqsrun held it (once per delivery). */
+  visibilityLapsed(): void;
+  /** A delete may have succeeded although SQS answered its retry with a stale receipt. */
+  deleteUncertain(): void;
+  /** The log sink fell behind and dropped lines: job output, then the worker's own. */
+  logLinesDropped(jobOutput: number, worker: number): void;
   /** An S3 record named an object that no longer exists. */
   s3ObjectMissing(): void;
   /** Jobs running and slots free, after every change. */
@@ -50,6 +56,9 @@ export function noMetrics(): WorkerMetrics {
     messageDeleted: nothing,
     messageReleased: nothing,
     visibilityExtended: nothing,
+    visibilityLapsed: nothing,
+    deleteUncertain: nothing,
+    logLinesDropped: nothing,
     s3ObjectMissing: nothing,
     slots: nothing,
     draining: nothing,
@@ -72,6 +81,9 @@ export function fanOut(sinks: WorkerMetrics[]): WorkerMetrics {
     messageDeleted: each("messageDeleted"),
     messageReleased: each("messageReleased"),
     visibilityExtended: each("visibilityExtended"),
+    visibilityLapsed: each("visibilityLapsed"),
+    deleteUncertain: each("deleteUncertain"),
+    logLinesDropped: each("logLinesDropped"),
     s3ObjectMissing: each("s3ObjectMissing"),
     slots: each("slots"),
     draining: each("draining"),

@@ -158,7 +158,7 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
       timer = id;
     }
   };
-  const count = (name: string, value = 1) => emit(name, value, "c");
+  const count = (name: string, value = 1, own: string[] = []) => emit(name, value, "c", own);
 
   return {
     polled: () => {},
@@ -174,6 +174,12 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
     messageDeleted: () => count("messages.deleted"),
     messageReleased: () => count("messages.released"),
     visibilityExtended: () => count("visibility.extended"),
+    visibilityLapsed: () => count("visibility.lapsed"),
+    deleteUncertain: () => count("messages.delete_uncertain"),
+    logLinesDropped: (jobOutput, worker) => {
+      if (jobOutput > 0) count("log.dropped", jobOutput, ["source:job"]);
+      if (worker > 0) count("log.dropped", worker, ["source:worker"]);
+    },
     s3ObjectMissing: () => count("s3.object_missing"),
     slots: (running, free) => {
       emit("jobs.running", running, "g");

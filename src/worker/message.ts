@@ -18,15 +18,19 @@ export interface JobMessage {
   groupId?: string;
   /** String and Number message attributes (Binary ones are base64). */
   attributes: Record<string, string>;
-  /** `performance.now()` when the message was received: visibility counts from here. */
-  receivedAt: number;
+  /**
+   * `performance.now()` when the ReceiveMessage call that brought it was sent. SQS
+   * started the visibility clock no earlier, so deadlines count from here, not
+   * from when the answer arrived.
+   */
+  receiveSentAt: number;
 }
 
 /** Converts an SDK message; returns undefined for one without id, handle or body. */
 export function toJobMessage(
   message: Message,
   queueUrl: string,
-  receivedAt: number,
+  receiveSentAt: number,
 ): JobMessage | undefined {
   if (!message.MessageId || !message.ReceiptHandle || message.Body === undefined) return undefined;
   const system = message.Attributes ?? {};
@@ -45,7 +49,7 @@ export function toJobMessage(
     sentTimestamp: Number.isFinite(sent) && sent > 0 ? sent : undefined,
     groupId: system.MessageGroupId,
     attributes,
-    receivedAt,
+    receiveSentAt,
   };
 }
 

@@ -49,6 +49,8 @@ export class Receiver {
   async receive(max: number, signal: AbortSignal): Promise<JobMessage[]> {
     const options = this.#options;
     const count = Math.max(1, Math.min(max, options.batchSize, 10));
+    // SQS starts the messages' visibility clock after this, however late the answer comes.
+    const sentAt = performance.now();
     try {
       const result = await options.client.send(
         new ReceiveMessageCommand({
@@ -61,7 +63,6 @@ export class Receiver {
         }),
         { abortSignal: signal },
       );
-      const receivedAt = performance.now();
       if (this.#failures > 0) {
         options.log.info("receiving again", { after_failures: this.#failures });
       }
@@ -69,7 +70,7 @@ export class Receiver {
       options.onPoll?.(result.Messages?.length ?? 0);
       const messages: JobMessage[] = [];
       for (const raw of result.Messages ?? []) {
-        const message = toJobMessage(raw, options.queueUrl, receivedAt);
+        const message = toJobMessage(raw, options.queueUrl, sentAt);
         if (message) messages.push(message);
         else options.log.error("ignoring a malformed message from SQS", { raw_id: raw.MessageId });
       }

@@ -3,11 +3,16 @@
  * back-off delay) after failure, or parked as poison. Every SQS call is retried;
  * no path deletes a message whose job did not succeed.
  *
+ * A succeeded job's delete is retried with back-off for as long as the worker
+ * holds the message (its visibility is still extended meanwhile): until SQS
+ * deletes it, says the receipt is stale, or the worker's shutdown deadline
+ * passes. Giving up early would hand a finished job to SQS to run again.
+ *
  * @module
  */
 import type { Backoff } from "../config.ts";
 import type { Logger } from "../log.ts";
-import { describeAwsError, errorCode } from "../aws.ts";
+import { describeAwsError, isStaleReceipt } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import type { JobMessage } from "./message.ts";
 import { extensionSeconds, releaseVisibility, SQS_MAX_VISIBILITY_SECONDS } from "./visibility.ts";
@@ -25,22 +30,23 @@ export interface SettlerOptions {
   untrack(message: JobMessage): void;
   log: Logger;
   backoff?: Backoff;
-  /** Attempts per call before giving up; default 5. */
+  /** Attempts per release (and per delete once `stop` aborted) before giving up; default 5. */
   attempts?: number;
+  /**
+   * Aborts when the worker's shutdown deadline passed: deletes stop retrying
+   * without limit. Until then a delete is retried until it succeeds or is stale.
+   */
+  stop?: AbortSignal;
+  /** Longest pause between two delete attempts; default 5 s. */
+  maxRetryMs?: number;
+  /** Clock for the park computation; default `performance.now`. */
+  now?: () => number;
   /** Called after each successful delete / release (for metrics). */
   onDeleted?: () => void;
   onReleased?: () => void;
+  /** Called when a delete may have succeeded although SQS said otherwise (for metrics). */
+  onDeleteUncertain?: () => void;
 }
-
-/** Codes after which a retry cannot help: the handle is stale or the message is gone. */
-const FINAL_CODES = new Set([
-  "ReceiptHandleIsInvalid",
-  "InvalidReceiptHandle",
-  "MessageNotInflight",
-  "AWS.SimpleQueueService.MessageNotInflight",
-  "QueueDoesNotExist",
-  "AWS.SimpleQueueService.NonExistentQueue",
-]);
 
 /** Deletes and releases messages with retries. */
 export class Settler {
@@ -52,21 +58,30 @@ export class Settler {
 
   /** The job succeeded: delete the message. Resolves true once deleted. */
   async succeeded(message: JobMessage): Promise<boolean> {
-    const deleted = await this.#retry(
+    const result = await this.#retry(
       message,
       "delete",
       () => this.#options.calls.delete(message.receiptHandle),
+      { untilStopped: true },
     );
     this.#options.untrack(message);
-    if (deleted) {
+    if (result === "done") {
       this.#options.onDeleted?.();
+    } else if (result === "uncertain") {
+      // An earlier attempt reached SQS but its answer was lost: the stale handle
+      // now is most likely that delete's own doing.
+      this.#options.onDeleteUncertain?.();
+      this.#options.log.warn(
+        "the delete may have succeeded: an earlier attempt's answer was lost and SQS now calls the receipt stale",
+        { message_id: message.id },
+      );
     } else {
       this.#options.log.error(
         "job succeeded but its message could not be deleted; SQS will deliver it again",
         { message_id: message.id },
       );
     }
-    return deleted;
+    return result === "done";
   }
 
   /** The job failed: make the message visible again, now or after the back-off delay. */
@@ -86,9 +101,10 @@ export class Settler {
    * to the queue's retention period.
    */
   async park(message: JobMessage, maxReceives: number): Promise<void> {
+    const now = this.#options.now ?? (() => performance.now());
     const seconds = extensionSeconds(
       SQS_MAX_VISIBILITY_SECONDS,
-      (performance.now() - message.receivedAt) / 1000,
+      (now() - message.receiveSentAt) / 1000,
     );
     this.#options.log.error(
       "poison message: received more often than --max-receives; not running it",
@@ -104,12 +120,13 @@ export class Settler {
 
   async #release(message: JobMessage, seconds: number, what: string): Promise<void> {
     this.#options.untrack(message);
-    const done = await this.#retry(
+    const result = await this.#retry(
       message,
       "release",
       () => this.#options.calls.changeVisibility(message.receiptHandle, seconds),
+      { untilStopped: false },
     );
-    if (done) {
+    if (result === "done") {
       this.#options.onReleased?.();
       this.#options.log.info(`message ${what}`, {
         message_id: message.id,
@@ -123,28 +140,54 @@ export class Settler {
     }
   }
 
-  async #retry(message: JobMessage, what: string, call: () => Promise<void>): Promise<boolean> {
+  /**
+   * Makes `call` until it succeeds. Resolves "done"; "failed" once the receipt is
+   * stale or the attempts ran out; "uncertain" when the receipt turned stale after
+   * an attempt whose answer never came (that attempt may have done the work).
+   * With `untilStopped`, attempts run out only once the `stop` signal aborted.
+   */
+  async #retry(
+    message: JobMessage,
+    what: string,
+    call: () => Promise<void>,
+    { untilStopped }: { untilStopped: boolean },
+  ): Promise<"done" | "failed" | "uncertain"> {
     const attempts = this.#options.attempts ?? 5;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
+    const stop = this.#options.stop;
+    let unanswered = false;
+    for (let attempt = 1;; attempt++) {
       const handle = message.receiptHandle;
       try {
         await call();
-        return true;
+        return "done";
       } catch (error) {
         // A delivery of the message that came in meanwhile brought a newer handle,
         // which may work where the stale one did not.
         const handleReplaced = message.receiptHandle !== handle;
-        const final = (FINAL_CODES.has(errorCode(error) ?? "") && !handleReplaced) ||
-          attempt === attempts;
+        const stale = isStaleReceipt(error) && !handleReplaced;
+        const limited = !untilStopped || stop === undefined || stop.aborted;
+        const final = stale || (limited && attempt >= attempts);
         this.#options.log.warn(`${what} failed${final ? "" : "; retrying"}`, {
           message_id: message.id,
           attempt,
           error: describeAwsError(error),
         });
-        if (final) return false;
-        await sleep(backoffDelay(attempt, { floorMs: 250, capMs: 5_000 }));
+        if (final) return stale && unanswered ? "uncertain" : "failed";
+        // A refusal with a status came from SQS; anything else may have reached it.
+        unanswered ||= !answeredBySqs(error);
+        await sleep(
+          backoffDelay(attempt, { floorMs: 250, capMs: this.#options.maxRetryMs ?? 5_000 }),
+          untilStopped ? stop : undefined,
+        );
       }
     }
-    return false;
   }
+}
+
+/** True when SQS itself answered (an HTTP status, or a batch entry it refused). */
+function answeredBySqs(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  if ((error as { name?: unknown }).name === "BatchEntryError") return true;
+  const status = (error as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
+  return typeof status === "number" && status < 500;
 }

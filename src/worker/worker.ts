@@ -42,7 +42,7 @@ import { Receiver } from "./receiver.ts";
 import { AUTO_PREFETCH_GIVE_BACK_MS, prefetchCount, Scheduler } from "./scheduler.ts";
 import { Settler } from "./settle.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
-import { VisibilityKeeper } from "./visibility.ts";
+import { CAP_MARGIN_SECONDS, SQS_MAX_VISIBILITY_SECONDS, VisibilityKeeper } from "./visibility.ts";
 
 /** How long a freed slot waits for others to share one receive call. */
 const RECEIVE_COALESCE_MS = 20;
@@ -267,6 +267,8 @@ class Worker {
   #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
   #source: JobSource;
+  /** Aborts at the shutdown deadline: deletes stop retrying without limit. */
+  #settleStop = new AbortController();
 
   constructor(parts: WorkerParts) {
     this.#source = parts.source;
@@ -285,14 +287,17 @@ class Worker {
       extendAfterSeconds: options.extendTimeout,
       log: this.#log,
       onExtended: () => parts.metrics.visibilityExtended(),
+      onLapsed: () => parts.metrics.visibilityLapsed(),
     });
     this.#settler = new Settler({
       calls: this.#batcher,
       untrack: (message) => this.#keeper.untrack(message),
       log: this.#log,
       backoff: options.backoff,
+      stop: this.#settleStop.signal,
       onDeleted: () => parts.metrics.messageDeleted(),
       onReleased: () => parts.metrics.messageReleased(),
+      onDeleteUncertain: () => parts.metrics.deleteUncertain(),
     });
     this.#scheduler = new Scheduler({
       concurrency: options.concurrency,
@@ -325,11 +330,12 @@ class Worker {
     const { options } = this.#parts;
     await this.#readQueueAttributes();
     const removeSignals = this.#listenForSignals();
+    this.#warnAboutLimits();
     this.#log.info("worker started", {
       exec: options.exec,
       run: options.run,
       concurrency: options.concurrency,
-      prefetch: options.prefetch,
+      prefetch: this.#prefetchSetting,
       visibility_timeout: options.timeout,
       extend_after: options.extendTimeout,
       kill_timeout: options.killTimeout,
@@ -377,6 +383,43 @@ class Worker {
     }
   }
 
+  /** The queue's redrive policy is missing and --max-receives parks messages instead. */
+  get #parking(): boolean {
+    const { maxReceives } = this.#parts.options;
+    return maxReceives !== undefined && this.#redriveLimit === undefined;
+  }
+
+  /**
+   * `--prefetch`, as it applies: while --max-receives parks messages, "auto" holds
+   * none ahead. A drain gives held messages back, and each give-back is a receive
+   * that SQS counts and the next worker cannot tell from a failed run; held
+   * messages are also given back when jobs turn slow.
+   */
+  get #prefetchSetting(): number | "auto" {
+    const { prefetch } = this.#parts.options;
+    return prefetch === "auto" && this.#parking ? 0 : prefetch;
+  }
+
+  /** Warns at start-up about settings that SQS's own limits will defeat. */
+  #warnAboutLimits(): void {
+    const { killTimeout, killGrace, prefetch } = this.#parts.options;
+    const room = SQS_MAX_VISIBILITY_SECONDS - CAP_MARGIN_SECONDS;
+    if (killTimeout + killGrace > room) {
+      this.#log.warn(
+        "-x/--kill-timeout plus --kill-grace is beyond SQS's 12-hour visibility limit: " +
+          "a job still running then has its message visible again",
+        { kill_timeout: killTimeout, kill_grace: killGrace, visibility_limit: room },
+      );
+    }
+    if (this.#parking && typeof prefetch === "number" && prefetch > 0) {
+      this.#log.warn(
+        "--max-receives with --prefetch: each drain gives held messages back, adding a " +
+          "receive to each (at most --prefetch per drain) that a restarted worker counts",
+        { prefetch, max_receives: this.#parts.options.maxReceives },
+      );
+    }
+  }
+
   #listenForSignals(): () => void {
     const listeners: [Deno.Signal, () => void][] = [["SIGINT", () => this.#onStopSignal("SIGINT")]];
     if (Deno.build.os !== "windows") {
@@ -408,6 +451,7 @@ class Worker {
     void this.#giveBackWaiting();
     this.#parts.metrics.draining();
     this.#shutdownTimer = setTimeout(() => {
+      this.#settleStop.abort();
       for (const job of this.#running) job.terminate("shutdown timeout");
     }, timeout * 1000);
   }
@@ -421,7 +465,8 @@ class Worker {
    */
   async #receiveLoop(): Promise<void> {
     const signal = this.#receiveAbort.signal;
-    const { batchSize, concurrency, prefetch } = this.#parts.options;
+    const { batchSize, concurrency } = this.#parts.options;
+    const prefetch = this.#prefetchSetting;
     const scheduler = this.#scheduler;
     const calls = new Set<Promise<void>>();
     let reserved = 0;
@@ -492,6 +537,7 @@ class Worker {
    * handle, the one SQS honours.
    */
   #deliveredAgain(held: JobMessage, again: JobMessage): void {
+    this.#keeper.renew(held, again);
     held.receiptHandle = again.receiptHandle;
     this.#log.warn("message delivered again while in hand; it runs once", {
       message_id: again.id,
@@ -531,10 +577,19 @@ class Worker {
     const { options } = this.#parts;
     const log = this.#log.with({ message_id: message.id });
     if (
-      options.maxReceives !== undefined && this.#redriveLimit === undefined &&
+      options.maxReceives !== undefined && this.#parking &&
       message.receiveCount > options.maxReceives
     ) {
       await this.#settler.park(message, options.maxReceives);
+      return false;
+    }
+    if (!await this.#keeper.covered(message)) {
+      // Its deadline passed before an extension could be confirmed: SQS may have
+      // handed it to someone else. Starting it could run it twice at once.
+      log.warn("the message's visibility lapsed before its job could start; leaving it to SQS", {
+        receive_count: message.receiveCount,
+      });
+      this.#keeper.untrack(message);
       return false;
     }
     let steps: JobStep[];
