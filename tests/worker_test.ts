@@ -648,6 +648,35 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
     });
   });
 
+  test("fair queue: a tenant's messages on a standard queue run in parallel, and the job sees the group id", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script(
+        "job.sh",
+        `echo "S $SQSRUN_GROUP_ID $(date +%s%N)" >> "$LEDGER"; sleep 2; ` +
+          `echo "E $SQSRUN_GROUP_ID $(date +%s%N)" >> "$LEDGER"`,
+      );
+      await sendMessages(
+        fixture.client,
+        fixture.url,
+        Array.from({ length: 4 }, (_, i) => ({ body: `t${i}`, groupId: "tenant-a" })),
+      );
+      fixture.worker(["--exec", job, "-c", "4", "--wait", "1"]);
+      await waitUntil(
+        "four jobs ended",
+        async () =>
+          (await fixture.ledgerLines()).filter((line) => line.startsWith("E")).length === 4,
+        30_000,
+      );
+      const lines = (await fixture.ledgerLines()).map((line) => line.split(" "));
+      ok(lines.every(([, group]) => group === "tenant-a"), "SQSRUN_GROUP_ID missing");
+      // Ran one at a time (a FIFO lane), the last would start after the first ended.
+      const starts = lines.filter(([kind]) => kind === "S").map(([, , ns]) => BigInt(ns));
+      const firstEnd = lines.filter(([kind]) => kind === "E").map(([, , ns]) => BigInt(ns))
+        .reduce((a, b) => a < b ? a : b);
+      strictEqual(starts.filter((ns) => ns < firstEnd).length, 4, "the tenant's jobs ran in turn");
+    });
+  });
+
   test("--max-receives without a redrive policy holds nothing ahead; an explicit --prefetch is warned about", async () => {
     await withFixture(backend, {}, async (fixture) => {
       const job = await fixture.script("job.sh", "cat > /dev/null");

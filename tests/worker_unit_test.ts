@@ -388,10 +388,10 @@ Deno.test("jobEnvironment: --env cannot override the message's own SQSRUN_* vari
 // scheduler.ts
 // ---------------------------------------------------------------------------
 
-/** A scheduler whose jobs end only when the test says so. */
+/** A scheduler whose jobs end only when the test says so; a FIFO queue's unless `fifo: false`. */
 function schedulerHarness(
   concurrency: number,
-  options: { holdAbandon?: boolean; holdLimitMs?: number } = {},
+  options: { holdAbandon?: boolean; holdLimitMs?: number; fifo?: boolean } = {},
 ) {
   const started: string[] = [];
   const abandoned: string[] = [];
@@ -403,6 +403,7 @@ function schedulerHarness(
   let groupOverlap = false;
   const scheduler = new Scheduler({
     concurrency,
+    fifo: options.fifo ?? true,
     holdLimitMs: options.holdLimitMs,
     run(message) {
       started.push(message.id);
@@ -538,6 +539,17 @@ Deno.test("Scheduler: FIFO lanes run one message of a group at a time, in order"
   scheduler.accept(jobMessage("a4", { groupId: "A" }));
   strictEqual(h.started.at(-1), "a4");
   await h.finish("a4", true);
+});
+
+Deno.test("Scheduler: on a standard queue a group id (a fair queue's tenant) orders nothing", async () => {
+  const h = schedulerHarness(3, { fifo: false });
+  for (const id of ["t1", "t2", "t3"]) h.scheduler.accept(jobMessage(id, { groupId: "tenant" }));
+  deepStrictEqual(h.started, ["t1", "t2", "t3"], "one tenant's messages did not run in parallel");
+  await h.finish("t2", false);
+  deepStrictEqual(h.abandoned, [], "a tenant's failure gave back its other messages");
+  await h.finish("t1", true);
+  await h.finish("t3", true);
+  strictEqual(h.scheduler.inHand, 0);
 });
 
 Deno.test("Scheduler: a failure abandons the later waiting messages of its group only", async () => {

@@ -2,7 +2,9 @@
  * Concurrency slots, messages received ahead, and FIFO group lanes. A message is
  * in hand from the moment it is received until it is settled; at most
  * `concurrency` of them run at once, and at most `prefetch` more wait, ready to
- * start the moment a job ends. Messages of one FIFO group run one at a time, in order.
+ * start the moment a job ends. On a FIFO queue, messages of one group run one at a
+ * time, in order. On a standard queue a group id names a tenant (fair queues): it
+ * orders nothing, and a tenant's messages run in parallel like any others.
  *
  * @module
  */
@@ -12,6 +14,8 @@ import type { JobMessage } from "./message.ts";
 export interface SchedulerOptions {
   /** Most jobs running at once. */
   concurrency: number;
+  /** The queue is a FIFO queue: group ids make lanes. Default false. */
+  fifo?: boolean;
   /** Runs and settles one message; resolves true when its job succeeded. Never rejects. */
   run(message: JobMessage): Promise<boolean>;
   /**
@@ -110,7 +114,7 @@ export class Scheduler {
   /** Takes a received message: starts it when a slot is free, or holds it (behind its FIFO group). */
   accept(message: JobMessage): void {
     this.#inHand += 1;
-    const group = message.groupId;
+    const group = this.#laneOf(message);
     if (group !== undefined) {
       const lane = this.#lanes.get(group);
       if (lane) {
@@ -211,7 +215,7 @@ export class Scheduler {
   #scheduleHoldCheck(): void {
     const limit = this.#options.holdLimitMs;
     if (limit === undefined || this.#holdTimer !== undefined) return;
-    const oldest = this.#ready.find((entry) => entry.message.groupId === undefined);
+    const oldest = this.#ready.find((entry) => this.#laneOf(entry.message) === undefined);
     if (!oldest) return;
     const due = oldest.since + limit - performance.now();
     this.#holdTimer = setTimeout(() => {
@@ -228,7 +232,7 @@ export class Scheduler {
   #giveBackHeldTooLong(limit: number): void {
     const now = performance.now();
     const expired = (entry: { message: JobMessage; since: number }) =>
-      entry.message.groupId === undefined && now - entry.since >= limit;
+      this.#laneOf(entry.message) === undefined && now - entry.since >= limit;
     for (const { message } of this.#ready.filter(expired)) {
       this.#options.abandon(message).then(() => this.#free(1));
     }
@@ -252,8 +256,13 @@ export class Scheduler {
     });
   }
 
+  /** The FIFO group whose order `message` keeps; none on a standard queue. */
+  #laneOf(message: JobMessage): string | undefined {
+    return this.#options.fifo ? message.groupId : undefined;
+  }
+
   #next(finished: JobMessage, succeeded: boolean): void {
-    const group = finished.groupId;
+    const group = this.#laneOf(finished);
     if (group === undefined) return;
     const lane = this.#lanes.get(group);
     if (!lane) return;

@@ -279,7 +279,7 @@ class Worker {
       client: parts.settleClient,
       queueUrl,
       // A FIFO group waits for its delete; a standard message does not.
-      deleteLingerMs: queueUrl.endsWith(".fifo") ? undefined : STANDARD_DELETE_LINGER_MS,
+      deleteLingerMs: this.#fifo ? undefined : STANDARD_DELETE_LINGER_MS,
     });
     this.#keeper = new VisibilityKeeper({
       changer: this.#batcher,
@@ -301,6 +301,7 @@ class Worker {
     });
     this.#scheduler = new Scheduler({
       concurrency: options.concurrency,
+      fifo: this.#fifo,
       run: (message) => this.#runMessage(message),
       abandon: (message) => this.#settler.giveBack(message),
       holdLimitMs: options.prefetch === "auto" ? AUTO_PREFETCH_GIVE_BACK_MS : undefined,
@@ -381,6 +382,11 @@ class Worker {
         },
       );
     }
+  }
+
+  /** FIFO queues, and only they, keep group order (SQS requires their names to end in .fifo). */
+  get #fifo(): boolean {
+    return this.#parts.queueUrl.endsWith(".fifo");
   }
 
   /** The queue's redrive policy is missing and --max-receives parks messages instead. */
@@ -640,7 +646,7 @@ class Worker {
    */
   async #settle(message: JobMessage, settle: () => Promise<unknown>): Promise<void> {
     const settling = settle().then(() => {});
-    if (message.groupId !== undefined) return await settling;
+    if (this.#fifo) return await settling;
     this.#settling.add(settling);
     settling.finally(() => this.#settling.delete(settling));
   }

@@ -64,7 +64,10 @@ export async function sendMessages(
         QueueUrl: url,
         MessageBody: message.body,
         MessageGroupId: message.groupId,
-        MessageDeduplicationId: message.groupId ? crypto.randomUUID() : undefined,
+        // A standard queue takes a group id (fair queues), but no deduplication id.
+        MessageDeduplicationId: message.groupId && url.endsWith(".fifo")
+          ? crypto.randomUUID()
+          : undefined,
         MessageAttributes: Object.fromEntries(
           Object.entries(message.attributes ?? {}).map((
             [name, value],
