@@ -429,6 +429,30 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
     });
   });
 
+  test("SIGTERM lets the long poll in flight finish and gives back what it brings: nothing stranded", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", `cat >/dev/null; echo ran >> "$LEDGER"`);
+      const worker = fixture.worker(["--exec", job, "--wait", "5"]);
+      await worker.waitForLine((line) => line.msg === "worker started");
+      // Let the first long poll start, then stop the worker and send while it waits.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const stoppedAt = Date.now();
+      worker.signal("SIGTERM");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sendMessages(fixture.client, fixture.url, ["sent during the drain"]);
+      const status = await worker.exit(20_000);
+      strictEqual(status.code, 0);
+      const took = Date.now() - stoppedAt;
+      ok(took < 5_000 + 4_000, `the drain took ${took} ms with --wait 5`);
+      deepStrictEqual(await fixture.ledgerLines(), [], "a job started during the drain");
+      // Stranded, it would stay in flight for -t (30 s) with its receive count spent.
+      await waitUntil("the message is visible again", async () => {
+        const counts = await queueCounts(fixture.client, fixture.url);
+        return counts.visible === 1 && counts.inFlight === 0;
+      }, 5_000);
+    });
+  });
+
   test("SIGTERM with FIFO messages waiting in hand gives them back at once", async () => {
     await withFixture(backend, { fifo: true }, async (fixture) => {
       const job = await fixture.script(

@@ -44,9 +44,14 @@ export class Receiver {
   /**
    * Receives up to `max` messages. Resolves to [] after an error (having waited
    * out the back-off), after an empty short poll (having waited `-i`), or when
-   * `signal` aborts; never rejects.
+   * `signal` aborts the call; never rejects. `pauseSignal` (default `signal`) cuts
+   * short only the waits after the call (the back-off, the `-i` pause).
    */
-  async receive(max: number, signal: AbortSignal): Promise<JobMessage[]> {
+  async receive(
+    max: number,
+    signal: AbortSignal,
+    pauseSignal: AbortSignal = signal,
+  ): Promise<JobMessage[]> {
     const options = this.#options;
     const count = Math.max(1, Math.min(max, options.batchSize, 10));
     // SQS starts the messages' visibility clock after this, however late the answer comes.
@@ -75,7 +80,7 @@ export class Receiver {
         else options.log.error("ignoring a malformed message from SQS", { raw_id: raw.MessageId });
       }
       if (messages.length === 0 && options.waitSeconds === 0) {
-        await sleep(options.intervalSeconds * 1000, signal);
+        await sleep(options.intervalSeconds * 1000, AbortSignal.any([signal, pauseSignal]));
       }
       return messages;
     } catch (error) {
@@ -91,7 +96,7 @@ export class Receiver {
         attempt: this.#failures,
         retry_in_ms: delay,
       });
-      await sleep(delay, signal);
+      await sleep(delay, AbortSignal.any([signal, pauseSignal]));
       return [];
     }
   }

@@ -46,6 +46,8 @@ import { CAP_MARGIN_SECONDS, SQS_MAX_VISIBILITY_SECONDS, VisibilityKeeper } from
 
 /** How long a freed slot waits for others to share one receive call. */
 const RECEIVE_COALESCE_MS = 20;
+/** How long past `--wait` a drain lets a receive call in flight finish before cancelling it. */
+const RECEIVE_DRAIN_MARGIN_MS = 2_000;
 /** How long a standard queue's delete waits for others to share its batch call. */
 const STANDARD_DELETE_LINGER_MS = 20;
 
@@ -262,8 +264,12 @@ class Worker {
   #settling = new Set<Promise<void>>();
   #stopping = false;
   #forced = false;
+  /** Aborted by the first stop signal: the receive loop sends no new call. */
+  #drainStart = new AbortController();
+  /** Aborted by a second stop signal: receive calls in flight are cancelled too. */
   #receiveAbort = new AbortController();
   #shutdownTimer: ReturnType<typeof setTimeout> | undefined;
+  #receiveDrainTimer: ReturnType<typeof setTimeout> | undefined;
   #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
   #source: JobSource;
@@ -349,6 +355,7 @@ class Worker {
     } finally {
       removeSignals();
       if (this.#shutdownTimer !== undefined) clearTimeout(this.#shutdownTimer);
+      if (this.#receiveDrainTimer !== undefined) clearTimeout(this.#receiveDrainTimer);
       this.#keeper.stop();
       await this.#parts.metrics.close();
     }
@@ -442,6 +449,7 @@ class Worker {
     if (this.#stopping) {
       if (this.#forced) return;
       this.#forced = true;
+      this.#receiveAbort.abort();
       this.#log.warn("second signal: killing running jobs now", { signal });
       for (const job of this.#running) job.kill("second signal");
       return;
@@ -453,7 +461,14 @@ class Worker {
       running: this.#running.size,
       shutdown_timeout: timeout,
     });
-    this.#receiveAbort.abort();
+    // Receive calls in flight are not cancelled: SQS may hand messages to a call
+    // whose client went away, and they would stay invisible for -t seconds. They
+    // end within --wait, and what they bring is given back at once.
+    this.#drainStart.abort();
+    this.#receiveDrainTimer = setTimeout(
+      () => this.#receiveAbort.abort(),
+      this.#parts.options.wait * 1000 + RECEIVE_DRAIN_MARGIN_MS,
+    );
     void this.#giveBackWaiting();
     this.#parts.metrics.draining();
     this.#shutdownTimer = setTimeout(() => {
@@ -470,7 +485,8 @@ class Worker {
    * is ready to start, after slots freeing close together had a moment to gather.
    */
   async #receiveLoop(): Promise<void> {
-    const signal = this.#receiveAbort.signal;
+    const signal = this.#drainStart.signal;
+    const cancel = this.#receiveAbort.signal;
     const { batchSize, concurrency } = this.#parts.options;
     const prefetch = this.#prefetchSetting;
     const scheduler = this.#scheduler;
@@ -508,7 +524,7 @@ class Worker {
       const count = Math.min(scheduler.freeSlots - reserved, batchSize);
       if (count <= 0) continue;
       reserved += count;
-      const call = this.#receiver.receive(count, signal).then((messages) => {
+      const call = this.#receiver.receive(count, cancel, signal).then((messages) => {
         reserved -= count;
         this.#admit(messages);
       });
