@@ -233,7 +233,7 @@ async function runAsDaemon(
     // Nobody reads the daemon's stderr: the reason it stopped goes to its log.
     const log = createLogger({ path: logPath, format: options.logFormat, level: "error" });
     log.error("worker stopped by an error", { error: describeError(error) });
-    log.close();
+    await log.close();
     throw error;
   } finally {
     release();

@@ -8,6 +8,7 @@ import { runAdmin } from "./admin.ts";
 import { helpText, parseCli } from "./cli.ts";
 import { describeFsError, type Options, saveConfigFile, type Settings } from "./config.ts";
 import { describeError, EXIT_RUNTIME, RuntimeError, UsageError } from "./errors.ts";
+import { logsFlushed } from "./log.ts";
 import { VERSION } from "./version.ts";
 import { runWorker } from "./worker/worker.ts";
 
@@ -39,6 +40,28 @@ function writeAllSync(writer: { writeSync(p: Uint8Array): number }, text: string
     if (error instanceof Deno.errors.BrokenPipe) return;
     throw error;
   }
+}
+
+/** Lines queued for stderr by {@linkcode writeStderrLater}, not yet written. */
+let stderrQueued = 0;
+let stderrChain: Promise<unknown> = Promise.resolve();
+
+/**
+ * Writes to stderr without waiting for it, one write at a time: while the worker
+ * runs, a stalled stderr (journald, a full pipe) must not stop its timers or
+ * signals. Beyond a few queued lines more are dropped, so memory stays bounded.
+ */
+function writeStderrLater(text: string): void {
+  if (stderrQueued >= 100) return;
+  stderrQueued++;
+  const data = encoder.encode(text);
+  stderrChain = stderrChain.then(async () => {
+    try {
+      let offset = 0;
+      while (offset < data.length) offset += await Deno.stderr.write(data.subarray(offset));
+    } catch { /* stderr is gone: nothing to say it on */ }
+    stderrQueued--;
+  });
 }
 
 /** Reads stdin until EOF or until more than `limit` bytes arrived. */
@@ -149,6 +172,9 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
         try {
           return await runWorker(options);
         } finally {
+          // The worker's last lines (e.g. "worker stopped") may still be on their way
+          // to the log; each logger gives up on a stalled sink within its close bound.
+          await logsFlushed();
           workerRunning = false;
         }
       default:
@@ -167,8 +193,10 @@ if (import.meta.main) {
   // A running worker keeps going instead, as it holds messages: it logs stray rejections
   // itself, and an uncaught exception is reported here.
   const last = (error: unknown) => {
-    writeAllSync(Deno.stderr, `sqsrun: unexpected error: ${printable(describeError(error))}\n`);
-    if (!workerRunning) Deno.exit(EXIT_RUNTIME);
+    const line = `sqsrun: unexpected error: ${printable(describeError(error))}\n`;
+    if (workerRunning) return writeStderrLater(line);
+    writeAllSync(Deno.stderr, line);
+    Deno.exit(EXIT_RUNTIME);
   };
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();

@@ -406,7 +406,7 @@ const quiet: Logger = {
   error() {},
   with: () => quiet,
   reopen() {},
-  close() {},
+  close: () => Promise.resolve(),
 };
 
 Deno.test("http: health follows polls, busy slots and the drain (fake clock)", async () => {

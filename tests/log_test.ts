@@ -1,0 +1,529 @@
+/**
+ * The logger without emulators: the bounded buffer between the worker and its log
+ * sink (a stalled sink never blocks the caller, job output is dropped first and
+ * counted, one line reports it), the flush bound of close(), write errors, the
+ * file sink and SIGHUP's reopen, the rendering; and, black-box, a process whose
+ * stdout (or `-o` FIFO) nobody reads keeps its timers and signals alive.
+ *
+ * Every wait has a generous deadline; nothing asserts tight wall-clock times.
+ */
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { createLogger, type LogFields, type LoggerOptions, type LogSink } from "../src/log.ts";
+
+const decoder = new TextDecoder();
+
+/** Resolves once `condition` holds; throws after `timeoutMs` (generous: the machine is shared). */
+async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!await condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A sink whose writes hang until `release()`; keeps what it was given, in order. */
+function stalledSink() {
+  const chunks: string[] = [];
+  let gate: PromiseWithResolvers<void> | undefined = Promise.withResolvers<void>();
+  const first = Promise.withResolvers<void>();
+  let closed = false;
+  const state = {
+    writes: 0,
+    get closed() {
+      return closed;
+    },
+    /** The first write arrived (and hangs). */
+    firstWrite: first.promise,
+    release() {
+      gate?.resolve();
+      gate = undefined;
+    },
+    text: () => chunks.join(""),
+    lines: () => jsonLines(chunks.join("")),
+    sink: {
+      async write(data: Uint8Array): Promise<number> {
+        state.writes++;
+        const text = decoder.decode(data); // a copy: the logger reuses `data`
+        first.resolve();
+        if (gate) await gate.promise;
+        chunks.push(text);
+        return data.length;
+      },
+      close() {
+        closed = true;
+      },
+    } satisfies LogSink,
+  };
+  return state;
+}
+
+function jsonLines(text: string): Record<string, unknown>[] {
+  return text.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line));
+}
+
+const DROP_MSG = "log lines dropped: the log could not keep up";
+
+Deno.test("log: a stalled sink never blocks; job output is dropped first, then the worker's lines, counted and reported once", async () => {
+  const sink = stalledSink();
+  const dropped = { output: 0, worker: 0 };
+  const bufferChars = 20_000;
+  const log = createLogger({
+    format: "json",
+    sink: sink.sink,
+    bufferChars,
+    fields: { queue: "q" },
+    onDropped: (output, worker) => {
+      dropped.output += output;
+      dropped.worker += worker;
+    },
+  });
+  const job = log.with({ message_id: "m1" });
+  log.info("first");
+  await sink.firstWrite; // the writer now hangs on "first"
+
+  const filler = "o".repeat(100);
+  for (let i = 0; i < 1_000; i++) job.info(filler, { stream: i % 2 ? "stderr" : "stdout", seq: i });
+  for (let i = 0; i < 1_000; i++) job.info("worker line", { seq: i, pad: filler });
+  strictEqual(sink.writes, 1, "the logger only queued while the sink hung");
+
+  sink.release();
+  await waitFor("the drop report", () => sink.lines().some((line) => line.msg === DROP_MSG));
+  await log.close();
+
+  const lines = sink.lines();
+  ok(sink.text().length <= bufferChars + 1_000, "no more than the bound was kept");
+  strictEqual(lines[0].msg, "first");
+  const output = lines.filter((line) => line.stream !== undefined);
+  const own = lines.filter((line) => line.msg === "worker line");
+  ok(output.length > 0 && output.length < 1_000, `some job output kept: ${output.length}`);
+  ok(own.length > 0 && own.length < 1_000, `some worker lines kept: ${own.length}`);
+  // Job output stops at half the buffer, the worker's lines go on to the full bound.
+  const outputChars = output.length * (JSON.stringify(output[0]).length + 1);
+  ok(outputChars <= bufferChars / 2, "job output filled no more than half");
+  ok(own.length > output.length / 2, "the worker's lines had the other half");
+  // In order, and what was kept is a prefix of what was logged.
+  deepStrictEqual(output.map((line) => line.seq), output.map((_, i) => i));
+  deepStrictEqual(own.map((line) => line.seq), own.map((_, i) => i));
+  deepStrictEqual(lines.slice(1, 1 + output.length), output, "output before the worker lines");
+
+  const reports = lines.filter((line) => line.msg === DROP_MSG);
+  strictEqual(reports.length, 1, "one report");
+  deepStrictEqual(reports[0], {
+    ts: reports[0].ts,
+    level: "warn",
+    msg: DROP_MSG,
+    queue: "q",
+    job_output_lines: 1_000 - output.length,
+    worker_lines: 1_000 - own.length,
+  });
+  strictEqual(lines.at(-1), reports[0], "reported after what was kept");
+  deepStrictEqual(dropped, { output: 1_000 - output.length, worker: 1_000 - own.length });
+  ok(sink.closed);
+});
+
+Deno.test("log: without drops there is no report, no callback; lines are batched", async () => {
+  const sink = stalledSink();
+  sink.release();
+  let calls = 0;
+  const log = createLogger({ format: "json", sink: sink.sink, onDropped: () => calls++ });
+  for (let i = 0; i < 2_000; i++) log.info("line", { stream: "stdout", i });
+  await log.close();
+  strictEqual(sink.lines().length, 2_000);
+  ok(!sink.lines().some((line) => line.msg === DROP_MSG));
+  strictEqual(calls, 0);
+  ok(sink.writes < 2_000, `lines are batched into fewer writes (${sink.writes})`);
+});
+
+Deno.test("log: close() flushes what is buffered, in order, then closes the sink", async () => {
+  const received: string[] = [];
+  let closedAfter = -1;
+  const sink: LogSink = {
+    async write(data) {
+      const text = decoder.decode(data);
+      await delay(5);
+      received.push(text);
+      return data.length;
+    },
+    close() {
+      closedAfter = received.length;
+    },
+  };
+  const log = createLogger({ format: "json", sink });
+  for (let i = 0; i < 50; i++) {
+    log.info("line", { i });
+    if (i % 10 === 0) await delay(1);
+  }
+  await log.close();
+  deepStrictEqual(jsonLines(received.join("")).map((line) => line.i), [...Array(50).keys()]);
+  strictEqual(closedAfter, received.length, "closed after the last write");
+  log.info("after close"); // ignored, never throws
+  strictEqual(jsonLines(received.join("")).length, 50);
+});
+
+Deno.test("log: close() on a stalled sink gives up after its bound", async () => {
+  const sink = stalledSink();
+  const log = createLogger({ format: "json", sink: sink.sink, closeTimeoutMs: 100 });
+  log.info("stuck");
+  await sink.firstWrite;
+  const closed = await Promise.race([log.close().then(() => "closed"), delay(15_000)]);
+  strictEqual(closed, "closed");
+  ok(sink.closed, "the sink is closed all the same");
+  log.error("after close");
+  sink.release(); // the hung write ends late: nothing more is written
+  await delay(20);
+  strictEqual(sink.writes, 1);
+});
+
+Deno.test("log: short writes and failing writes: all bytes go out, retries back off instead of spinning", async () => {
+  let healthy = false;
+  let calls = 0;
+  const bytes: number[] = [];
+  const sink: LogSink = {
+    write(data) {
+      calls++;
+      if (!healthy) return Promise.reject(new Error("No space left on device (os error 28)"));
+      const n = Math.min(7, data.length); // at most 7 bytes a call
+      bytes.push(...data.subarray(0, n));
+      return Promise.resolve(n);
+    },
+  };
+  const log = createLogger({ format: "text", sink, now: () => new Date(0) });
+  log.info("disk full", { path: "/var/log/x.log" });
+  await delay(400);
+  // 50, 100, 200 ms... between attempts: a handful, not thousands.
+  ok(calls >= 1 && calls <= 10, `${calls} attempts in 400 ms`);
+  healthy = true;
+  log.warn("ünïcode ✓");
+  await waitFor("both lines", () => decoder.decode(new Uint8Array(bytes)).split("\n").length === 3);
+  await log.close();
+  strictEqual(
+    decoder.decode(new Uint8Array(bytes)),
+    "1970-01-01T00:00:00.000Z INFO  disk full path=/var/log/x.log\n" +
+      "1970-01-01T00:00:00.000Z WARN  ünïcode ✓\n",
+  );
+});
+
+Deno.test("log: a closed stdout (EPIPE) stops the writes; logging goes on without throwing, drops counted", async () => {
+  let calls = 0;
+  const sink: LogSink = {
+    write() {
+      calls++;
+      return Promise.reject(new Deno.errors.BrokenPipe("Broken pipe (os error 32)"));
+    },
+  };
+  const dropped = { output: 0, worker: 0 };
+  const log = createLogger({
+    format: "json",
+    sink,
+    onDropped: (output, worker) => {
+      dropped.output += output;
+      dropped.worker += worker;
+    },
+  });
+  log.info("first");
+  await waitFor("the first write", () => calls === 1);
+  await delay(50);
+  for (let i = 0; i < 100; i++) log.info("job says", { stream: "stdout" });
+  for (let i = 0; i < 10; i++) log.warn("worker says");
+  await delay(100);
+  await log.close();
+  strictEqual(calls, 1, "no write after EPIPE");
+  deepStrictEqual(dropped, { output: 100, worker: 10 });
+});
+
+Deno.test("log: the file sink appends, and reopen() follows logrotate", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-" });
+  try {
+    const path = `${dir}/worker.log`;
+    await Deno.writeTextFile(path, "kept\n");
+    const log = createLogger({ path, format: "json", fields: { queue: "q" } });
+    log.info("before");
+    await waitFor("the first line", async () => (await Deno.readTextFile(path)).includes("before"));
+    await Deno.rename(path, `${path}.1`);
+    log.info("still old"); // logged before the reopen: may land in either file, never lost
+    log.reopen();
+    await waitFor("the new file", async () => {
+      try {
+        await Deno.stat(path);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    log.info("after");
+    await log.close();
+    const old = await Deno.readTextFile(`${path}.1`);
+    const next = await Deno.readTextFile(path);
+    ok(old.startsWith("kept\n"), "appended to what was there");
+    deepStrictEqual(jsonLines(old.slice(5)).map((line) => line.msg).slice(0, 1), ["before"]);
+    ok(next.includes('"msg":"after"'));
+    ok(!old.includes('"msg":"after"'));
+    strictEqual((old + next).split('"msg":"still old"').length, 2, "exactly once");
+    strictEqual(jsonLines(next).at(-1)?.queue, "q");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("log: a reopen that fails keeps writing to the old file and says why", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-" });
+  const outside = await Deno.makeTempDir({ prefix: "sqsrun-log-kept-" });
+  try {
+    const path = `${dir}/sub/worker.log`;
+    await Deno.mkdir(`${dir}/sub`);
+    const log = createLogger({ path, format: "json" });
+    log.info("before");
+    await waitFor("the first line", async () => (await Deno.readTextFile(path)).includes("before"));
+    // Move the file out and remove its folder: reopening the path must fail.
+    await Deno.rename(path, `${outside}/worker.log`);
+    await Deno.remove(`${dir}/sub`);
+    log.reopen();
+    log.info("after");
+    await log.close();
+    const lines = jsonLines(await Deno.readTextFile(`${outside}/worker.log`));
+    const msgs = lines.map((line) => line.msg);
+    ok(msgs.includes("cannot reopen the log"), msgs.join(", "));
+    ok(msgs.includes("after"));
+    strictEqual(lines.find((line) => line.msg === "cannot reopen the log")?.level, "error");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+/** What the logger printed before it went asynchronous: the reference rendering. */
+function reference(format: "json" | "text", level: string, msg: string, fields: LogFields) {
+  const ts = "2024-05-06T07:08:09.010Z";
+  if (format === "json") return JSON.stringify({ ts, level, msg, ...fields }) + "\n";
+  const extras = Object.entries(fields)
+    .filter(([, value]) => value !== undefined)
+    .map(([key, value]) => {
+      const text = typeof value === "string" ? value : JSON.stringify(value);
+      return `${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`;
+    });
+  return [ts, level.toUpperCase().padEnd(5), msg, ...extras].join(" ") + "\n";
+}
+
+Deno.test("log: lines render as before, whatever the fields", async () => {
+  const cases: { base: LogFields; fields?: LogFields; msg: string }[] = [
+    { base: {}, msg: "plain" },
+    { base: { queue: "https://x/q" }, fields: { stream: "stdout" }, msg: 'a "quoted"\tline' },
+    {
+      base: { queue: "q", message_id: "m" },
+      fields: { exit_code: 0, duration_ms: 12.5 },
+      msg: "m",
+    },
+    { base: { queue: "q" }, fields: { queue: "other", extra: undefined }, msg: "override" },
+    { base: {}, fields: { msg: "field wins", ts: "x", level: "y" }, msg: "reserved" },
+    { base: { msg: "base wins" }, fields: { a: 1 }, msg: "reserved base" },
+    { base: { nested: { a: [1, "two"] } }, fields: { error: "x = y", empty: "" }, msg: "ünï" },
+    { base: { n: null, t: true }, fields: { f: () => 1 }, msg: "odd values" },
+  ];
+  for (const format of ["json", "text"] as const) {
+    for (const level of ["debug", "info", "warn", "error"] as const) {
+      const sink = stalledSink();
+      sink.release();
+      const options: LoggerOptions = {
+        format,
+        level: "debug",
+        sink: sink.sink,
+        now: () => new Date("2024-05-06T07:08:09.010Z"),
+      };
+      const root = createLogger(options);
+      const expected: string[] = [];
+      for (const { base, fields, msg } of cases) {
+        root.with(base)[level](msg, fields);
+        expected.push(reference(format, level, msg, { ...base, ...fields }));
+      }
+      await root.close();
+      strictEqual(sink.text(), expected.join(""), `${format} ${level}`);
+    }
+  }
+});
+
+Deno.test("log: lines below the level are not written", async () => {
+  const sink = stalledSink();
+  sink.release();
+  const log = createLogger({ format: "json", level: "warn", sink: sink.sink });
+  log.debug("d");
+  log.info("i", { stream: "stdout" });
+  log.warn("w");
+  log.error("e");
+  await log.close();
+  deepStrictEqual(sink.lines().map((line) => line.msg), ["w", "e"]);
+});
+
+// ---------------------------------------------------------------------------
+// Black box: a process that logs to stdout (or a FIFO via -o) nobody reads.
+
+/**
+ * The child: logs more job output than a pipe holds (and than half the buffer),
+ * then every 20 ms says `tick N` on stderr and logs a worker line; on SIGTERM
+ * says so, closes the logger and exits. With a blocking logger it never ticks.
+ */
+const CHILD = `
+const [logModule, target, closeTimeoutMs] = Deno.args;
+const { createLogger } = await import(logModule);
+const encoder = new TextEncoder();
+const say = (text) => Deno.stderr.writeSync(encoder.encode(text + "\\n"));
+say("started");
+const log = createLogger({
+  format: "json",
+  path: target === "stdout" ? undefined : target,
+  closeTimeoutMs: Number(closeTimeoutMs),
+});
+const filler = "x".repeat(240);
+for (let i = 0; i < 12000; i++) log.info(filler, { stream: "stdout", seq: i });
+let ticks = 0;
+setInterval(() => {
+  ticks++;
+  log.info("tick", { ticks });
+  say("tick " + ticks);
+}, 20);
+Deno.addSignalListener("SIGTERM", async () => {
+  say("SIGTERM");
+  await log.close();
+  say("closed");
+  Deno.exit(0);
+});
+`;
+
+/**
+ * The module the child logs with. SQSRUN_LOG_TEST_MODULE points it at another
+ * copy (e.g. the old blocking logger, to see these tests fail on it).
+ */
+const LOG_MODULE = Deno.env.get("SQSRUN_LOG_TEST_MODULE") ??
+  new URL("../src/log.ts", import.meta.url).href;
+
+interface Child {
+  process: Deno.ChildProcess;
+  /** stderr so far, line by line. */
+  said: string[];
+  saw(line: string): boolean;
+  ticks(): number;
+}
+
+async function spawnChild(dir: string, target: string, closeTimeoutMs: number): Promise<Child> {
+  const script = `${dir}/child.js`;
+  await Deno.writeTextFile(script, CHILD);
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", script, LOG_MODULE, target, String(closeTimeoutMs)],
+    stdin: "null",
+    stdout: target === "stdout" ? "piped" : "null",
+    stderr: "piped",
+  }).spawn();
+  const said: string[] = [];
+  void (async () => {
+    let rest = "";
+    for await (const chunk of process.stderr.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop() ?? "";
+      said.push(...parts);
+    }
+  })().catch(() => {});
+  return {
+    process,
+    said,
+    saw: (line) => said.includes(line),
+    ticks: () => said.filter((line) => line.startsWith("tick ")).length,
+  };
+}
+
+async function stopChild(child: Child, piped: boolean): Promise<void> {
+  try {
+    child.process.kill("SIGKILL");
+  } catch { /* already gone */ }
+  await child.process.status;
+  if (piped) await child.process.stdout.cancel().catch(() => {});
+}
+
+/** Ticks and SIGTERM while nothing reads the sink; exits within close()'s bound. */
+async function assertAliveWhileStalled(child: Child): Promise<void> {
+  await waitFor("the child to start", () => child.saw("started"));
+  await waitFor("timer ticks while the log sink is stalled", () => child.ticks() >= 25);
+  child.process.kill("SIGTERM");
+  await waitFor("the SIGTERM listener", () => child.saw("SIGTERM"));
+  await waitFor("close() to give up on the stalled sink", () => child.saw("closed"));
+  strictEqual((await child.process.status).code, 0);
+}
+
+Deno.test({
+  name: "log (black box): stdout nobody reads stalls neither timers nor signals",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-" });
+    const child = await spawnChild(dir, "stdout", 300);
+    try {
+      await assertAliveWhileStalled(child);
+    } finally {
+      await stopChild(child, true);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "log (black box): -o FILE on a sink that does not take writes (a FIFO nobody reads)",
+  ignore: Deno.build.os === "windows",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-" });
+    const fifo = `${dir}/log.fifo`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    ok(made.success, "mkfifo");
+    const child = await spawnChild(dir, fifo, 300);
+    // Opened for reading (so the child's open succeeds) and never read.
+    const reader = await Deno.open(fifo, { read: true });
+    try {
+      await assertAliveWhileStalled(child);
+    } finally {
+      await stopChild(child, false);
+      reader.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "log (black box): once stdout is read again, lines come in order with one drop report",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-" });
+    const child = await spawnChild(dir, "stdout", 60_000);
+    try {
+      await waitFor("the child to start", () => child.saw("started"));
+      await waitFor("timer ticks while stdout is stalled", () => child.ticks() >= 10);
+      child.process.kill("SIGTERM");
+      await waitFor("the SIGTERM listener", () => child.saw("SIGTERM"));
+      // Only now read: close() flushes what was kept, and the child exits.
+      const text = await new Response(child.process.stdout).text();
+      strictEqual((await child.process.status).code, 0);
+      ok(child.saw("closed"));
+      const lines = jsonLines(text);
+      const output = lines.filter((line) => line.stream === "stdout");
+      const ticks = lines.filter((line) => line.msg === "tick");
+      const reports = lines.filter((line) => line.msg === DROP_MSG);
+      ok(output.length > 0 && output.length < 12_000, `job output kept: ${output.length}`);
+      deepStrictEqual(output.map((line) => line.seq), output.map((_, i) => i));
+      ok(ticks.length >= 10, "the worker's lines during the stall were kept");
+      deepStrictEqual(ticks.map((line) => line.ticks), ticks.map((_, i) => i + 1));
+      strictEqual(reports.length, 1);
+      strictEqual(reports[0].job_output_lines, 12_000 - output.length);
+      strictEqual(reports[0].worker_lines, 0);
+    } finally {
+      await stopChild(child, true);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
