@@ -68,6 +68,7 @@ export interface Options {
   env: Record<string, string>;
   shell: boolean;
   // timing, in seconds
+  /** `-t`, or the queue's own VisibilityTimeout once the worker read it, or 30. */
   timeout: number;
   extendTimeout: number;
   killTimeout: number;
@@ -76,6 +77,8 @@ export interface Options {
   interval: number;
   wait: number;
   shutdownTimeout: number;
+  /** The timings given in flags or files: a queue's own visibility timeout changes only the others. */
+  givenTimings: GivenTimings;
   // worker
   concurrency: number;
   batchSize: number;
@@ -693,6 +696,54 @@ export interface Invocation {
 /** Commands that run the worker, or write its configuration: the job timings matter to them. */
 const JOB_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
 
+/** Timings (seconds) given in flags or files, as opposed to derived from the visibility timeout. */
+export interface GivenTimings {
+  timeout?: number;
+  extendTimeout?: number;
+  killTimeout?: number;
+  shutdownTimeout?: number;
+}
+
+/** The timings that follow the visibility timeout. */
+export interface Timings {
+  timeout: number;
+  extendTimeout: number;
+  killTimeout: number;
+  shutdownTimeout: number;
+}
+
+/**
+ * Derives `-e`, `-x` and the shutdown timeout from the visibility timeout `timeout`
+ * (named `timeoutName` in errors), keeping the ones given. Throws a UsageError when
+ * `-e` would not come before the visibility timeout ends, or `-x` is not positive.
+ */
+export function deriveTimings(
+  timeout: number,
+  given: GivenTimings,
+  timeoutName = "-t/--timeout",
+): Timings {
+  const extendTimeout = given.extendTimeout ?? defaultExtendTimeout(timeout);
+  const killTimeout = given.killTimeout ?? defaultKillTimeout(timeout);
+  if (!(extendTimeout > 0 && extendTimeout < timeout)) {
+    const value = given.extendTimeout === undefined
+      ? `timeout*3/4 = ${extendTimeout}`
+      : String(extendTimeout);
+    throw new UsageError(
+      `-e/--extend-timeout (${value}) must be greater than 0 and less than ` +
+        `${timeoutName} (${timeout}), or the message becomes visible again before it is extended`,
+    );
+  }
+  if (!(killTimeout > 0)) {
+    throw new UsageError(`-x/--kill-timeout (timeout*5 = ${killTimeout}) must be greater than 0`);
+  }
+  return {
+    timeout,
+    extendTimeout,
+    killTimeout,
+    shutdownTimeout: given.shutdownTimeout ?? killTimeout,
+  };
+}
+
 /** The default extend timeout for a visibility timeout: three quarters of it. */
 export function defaultExtendTimeout(timeout: number): number {
   return timeout * 3 / 4;
@@ -714,6 +765,12 @@ export function defaultKillTimeout(timeout: number): number {
 export function resolveOptions(invocation: Invocation): Options {
   const s = invocation.settings;
   const command = invocation.command;
+  const givenTimings: GivenTimings = {
+    timeout: s.timeout,
+    extendTimeout: s.extendTimeout,
+    killTimeout: s.killTimeout,
+    shutdownTimeout: s.shutdownTimeout,
+  };
   const timeout = s.timeout ?? DEFAULTS.timeout;
   const extendTimeout = s.extendTimeout ?? defaultExtendTimeout(timeout);
   const killTimeout = s.killTimeout ?? defaultKillTimeout(timeout);
@@ -722,18 +779,10 @@ export function resolveOptions(invocation: Invocation): Options {
     throw new UsageError("-k/--key-id and -s/--secret-key must be given together");
   }
   if (JOB_COMMANDS.has(command) || s.extendTimeout !== undefined) {
-    if (!(extendTimeout > 0 && extendTimeout < timeout)) {
-      const value = s.extendTimeout === undefined
-        ? `timeout*3/4 = ${extendTimeout}`
-        : String(extendTimeout);
-      throw new UsageError(
-        `-e/--extend-timeout (${value}) must be greater than 0 and less than ` +
-          `-t/--timeout (${timeout}), or the message becomes visible again before it is extended`,
-      );
-    }
-  }
-  if (JOB_COMMANDS.has(command) && !(killTimeout > 0)) {
-    throw new UsageError(`-x/--kill-timeout (timeout*5 = ${killTimeout}) must be greater than 0`);
+    // Without -t a worker's visibility timeout is its queue's, known once the worker
+    // has read it, which checks -e against it then (-e and -x are positive already).
+    const known = s.timeout !== undefined || !JOB_COMMANDS.has(command);
+    if (known) deriveTimings(timeout, givenTimings);
   }
   if ((command === "exec" || command === "run") && !s.queue) {
     throw new UsageError(`--${command} needs -q/--queue`);
@@ -780,6 +829,7 @@ export function resolveOptions(invocation: Invocation): Options {
     interval: s.interval ?? DEFAULTS.interval,
     wait: s.wait ?? DEFAULTS.wait,
     shutdownTimeout: s.shutdownTimeout ?? killTimeout,
+    givenTimings,
     concurrency: s.concurrency ?? DEFAULTS.concurrency,
     batchSize: s.batchSize ?? DEFAULTS.batchSize,
     prefetch: s.prefetch ?? "auto",

@@ -67,6 +67,12 @@ Deno.test("defaults and derived values", async () => {
     interval: 1,
     wait: 20,
     shutdownTimeout: 150,
+    givenTimings: {
+      timeout: undefined,
+      extendTimeout: undefined,
+      killTimeout: undefined,
+      shutdownTimeout: undefined,
+    },
     concurrency: 1,
     batchSize: 10,
     prefetch: "auto",

@@ -3,7 +3,11 @@
  * promises, each failing when that behaviour breaks.
  */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import type { SQSClient } from "@aws-sdk/client-sqs";
+import {
+  GetQueueAttributesCommand,
+  SetQueueAttributesCommand,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
 import { awsEnv, type SqsBackend, sqsBackends, uniqueName } from "./support/local_aws.ts";
 import {
   createQueue,
@@ -35,6 +39,8 @@ interface Fixture {
   /** Lines of the ledger file the jobs append to. */
   ledgerLines(): Promise<string[]>;
   workers: WorkerProcess[];
+  /** Run after the workers stopped, before the queue is deleted. */
+  cleanup: (() => Promise<void>)[];
   /** Starts a worker on the fixture's queue. */
   worker(args: string[], endpoint?: string): WorkerProcess;
 }
@@ -63,6 +69,7 @@ async function withFixture(
     ledger,
     env,
     workers: [],
+    cleanup: [],
     async script(scriptName, text) {
       const path = `${dir}/${scriptName}`;
       await Deno.writeTextFile(path, `#!/bin/sh\nLEDGER='${ledger}'\nDIR='${dir}'\n${text}\n`);
@@ -84,6 +91,7 @@ async function withFixture(
     await body(fixture);
   } finally {
     await Promise.all(fixture.workers.map((worker) => worker.stop()));
+    for (const step of fixture.cleanup) await step();
     await deleteQueue(client, url);
     client.destroy();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -698,6 +706,48 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
       const firstEnd = lines.filter(([kind]) => kind === "E").map(([, , ns]) => BigInt(ns))
         .reduce((a, b) => a < b ? a : b);
       strictEqual(starts.filter((ns) => ns < firstEnd).length, 4, "the tenant's jobs ran in turn");
+    });
+  });
+
+  test("without -t the queue's own VisibilityTimeout is the visibility timeout, and -e/-x follow it", async () => {
+    await withFixture(backend, { attributes: { VisibilityTimeout: "300" } }, async (fixture) => {
+      const dlq = await createQueue(fixture.client, uniqueName("worker-dlq"));
+      try {
+        const { Attributes } = await fixture.client.send(
+          new GetQueueAttributesCommand({ QueueUrl: dlq, AttributeNames: ["QueueArn"] }),
+        );
+        await fixture.client.send(
+          new SetQueueAttributesCommand({
+            QueueUrl: fixture.url,
+            Attributes: {
+              RedrivePolicy: JSON.stringify({
+                deadLetterTargetArn: Attributes!.QueueArn,
+                maxReceiveCount: "4",
+              }),
+            },
+          }),
+        );
+      } catch (error) {
+        await deleteQueue(fixture.client, dlq);
+        throw error;
+      }
+      fixture.cleanup.push(() => deleteQueue(fixture.client, dlq));
+      const job = await fixture.script("job.sh", "cat > /dev/null");
+      const started = (line: LogLine) => line.msg === "worker started";
+      const own = await fixture.worker(["--exec", job, "--wait", "1"]).waitForLine(started);
+      deepStrictEqual(
+        [own.visibility_timeout, own.visibility_timeout_from, own.extend_after, own.kill_timeout],
+        [300, "queue", 225, 1500],
+      );
+      strictEqual(own.max_receive_count, 4);
+      const flag = await fixture.worker(["--exec", job, "-t", "20", "--wait", "1"]).waitForLine(
+        started,
+      );
+      deepStrictEqual([flag.visibility_timeout, flag.visibility_timeout_from], [20, "-t"]);
+      const tooLate = fixture.worker(["--exec", job, "-e", "400", "--wait", "1"]);
+      strictEqual((await tooLate.exit(20_000)).code, 2);
+      ok(tooLate.stderr().includes("the queue's VisibilityTimeout (300)"), tooLate.stderr());
+      strictEqual(tooLate.stderr().trim().split("\n").length, 1, tooLate.stderr());
     });
   });
 

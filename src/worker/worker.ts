@@ -6,7 +6,7 @@
  * @module
  */
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { LISTEN_HOST, type Options, parseAddress } from "../config.ts";
+import { DEFAULTS, deriveTimings, LISTEN_HOST, type Options, parseAddress } from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { describeError, RuntimeError, UsageError } from "../errors.ts";
 import {
@@ -139,9 +139,16 @@ export async function runWorker(options: Options): Promise<number> {
   }
   if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
   const runner = await createRunner(options);
+  let metrics: WorkerMetrics | undefined;
   let log: Logger;
   try {
-    log = createLogger({ format: options.logFormat, level: options.logLevel, path: options.log });
+    log = createLogger({
+      format: options.logFormat,
+      level: options.logLevel,
+      path: options.log,
+      // Drops before the metrics exist still get their log line.
+      onDropped: (jobOutput, worker) => metrics?.logLinesDropped(jobOutput, worker),
+    });
   } catch (error) {
     await runner.close();
     throw error;
@@ -155,8 +162,10 @@ export async function runWorker(options: Options): Promise<number> {
       log.info("stopped by a signal before the queue could be reached");
       return 0;
     }
-    const metrics = await createMetrics(options, log);
-    const source = createSource(options, { metrics });
+    const queue = await readQueueSettings(client, queueUrl, log);
+    const workerOptions = withQueueTimings(options, queue);
+    metrics = await createMetrics(workerOptions, log);
+    const source = createSource(workerOptions, { metrics });
     // One stray rejection (a library's, or ours) must not end a worker that holds
     // other people's messages: log it and carry on.
     const onUnhandled = (event: PromiseRejectionEvent) => {
@@ -166,7 +175,8 @@ export async function runWorker(options: Options): Promise<number> {
     globalThis.addEventListener("unhandledrejection", onUnhandled);
     try {
       return await new Worker({
-        options,
+        options: workerOptions,
+        queue,
         runner,
         source,
         metrics,
@@ -180,8 +190,77 @@ export async function runWorker(options: Options): Promise<number> {
     }
   } finally {
     await runner.close();
-    log.close();
+    await log.close();
   }
+}
+
+/** What the worker takes from the queue's own attributes. */
+interface QueueSettings {
+  /** `VisibilityTimeout`, seconds; undefined when it could not be read. */
+  visibilityTimeout?: number;
+  /** The redrive policy's `maxReceiveCount`, if the queue has one. */
+  redriveLimit?: number;
+}
+
+/**
+ * Reads the queue's visibility timeout and redrive policy. A missing queue and
+ * refused credentials are fatal; any other failure leaves the defaults (logged).
+ */
+async function readQueueSettings(
+  client: SQSClient,
+  queueUrl: string,
+  log: Logger,
+): Promise<QueueSettings> {
+  try {
+    const result = await client.send(
+      new GetQueueAttributesCommand({
+        QueueUrl: queueUrl,
+        AttributeNames: ["RedrivePolicy", "VisibilityTimeout"],
+      }),
+    );
+    const settings: QueueSettings = {};
+    const visibility = Number(result.Attributes?.VisibilityTimeout);
+    if (result.Attributes?.VisibilityTimeout !== undefined && Number.isInteger(visibility)) {
+      settings.visibilityTimeout = visibility;
+    }
+    const policy = result.Attributes?.RedrivePolicy;
+    if (policy) {
+      try {
+        const limit = Number(JSON.parse(policy).maxReceiveCount);
+        if (Number.isFinite(limit)) settings.redriveLimit = limit;
+      } catch {
+        log.warn("the queue's redrive policy is not JSON; ignoring it", { redrive_policy: policy });
+      }
+    }
+    return settings;
+  } catch (error) {
+    if (isQueueMissing(error)) throw new RuntimeError(`queue ${queueUrl} does not exist`);
+    if (isPermanentError(error)) throw toRuntimeError(error, "queue attributes");
+    log.warn("could not read the queue's attributes; using the defaults", {
+      error: describeAwsError(error),
+    });
+    return {};
+  }
+}
+
+/**
+ * Without `-t`, the visibility timeout is the queue's own (as set by whoever made
+ * the queue), and `-e`, `-x` and the shutdown timeout follow it unless given. A
+ * queue timeout that could not be read, or of 0 (which no extension can beat),
+ * leaves the default. Throws a UsageError when a given `-e` does not fit.
+ */
+function withQueueTimings(options: Options, queue: QueueSettings): Options {
+  if (options.givenTimings.timeout !== undefined) return options;
+  const fromQueue = queue.visibilityTimeout;
+  const usable = fromQueue !== undefined && fromQueue >= 1;
+  return {
+    ...options,
+    ...deriveTimings(
+      usable ? fromQueue : DEFAULTS.timeout,
+      options.givenTimings,
+      usable ? "the queue's VisibilityTimeout" : "-t/--timeout",
+    ),
+  };
 }
 
 /**
@@ -243,6 +322,7 @@ function existsAtAll(path: string): boolean {
 
 interface WorkerParts {
   options: Options;
+  queue: QueueSettings;
   metrics: WorkerMetrics;
   runner: JobRunner;
   source: JobSource;
@@ -270,7 +350,6 @@ class Worker {
   #receiveAbort = new AbortController();
   #shutdownTimer: ReturnType<typeof setTimeout> | undefined;
   #receiveDrainTimer: ReturnType<typeof setTimeout> | undefined;
-  #redriveLimit: number | undefined;
   #killPolicy: KillPolicy;
   #source: JobSource;
   /** Aborts at the shutdown deadline: deletes stop retrying without limit. */
@@ -335,7 +414,7 @@ class Worker {
 
   async run(): Promise<number> {
     const { options } = this.#parts;
-    await this.#readQueueAttributes();
+    this.#noteRedrivePolicy();
     const removeSignals = this.#listenForSignals();
     this.#warnAboutLimits();
     this.#log.info("worker started", {
@@ -344,6 +423,13 @@ class Worker {
       concurrency: options.concurrency,
       prefetch: this.#prefetchSetting,
       visibility_timeout: options.timeout,
+      visibility_timeout_from: options.givenTimings.timeout !== undefined
+        ? "-t"
+        : this.#parts.queue.visibilityTimeout === undefined ||
+            this.#parts.queue.visibilityTimeout < 1
+        ? "default"
+        : "queue",
+      max_receive_count: this.#parts.queue.redriveLimit,
       extend_after: options.extendTimeout,
       kill_timeout: options.killTimeout,
       wait: options.wait,
@@ -363,34 +449,6 @@ class Worker {
     return 0;
   }
 
-  async #readQueueAttributes(): Promise<void> {
-    const { options, client, queueUrl } = this.#parts;
-    try {
-      const result = await client.send(
-        new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["RedrivePolicy"] }),
-      );
-      const policy = result.Attributes?.RedrivePolicy;
-      if (policy) {
-        const limit = Number(JSON.parse(policy).maxReceiveCount);
-        if (Number.isFinite(limit)) this.#redriveLimit = limit;
-      }
-    } catch (error) {
-      if (isQueueMissing(error)) throw new RuntimeError(`queue ${queueUrl} does not exist`);
-      if (isPermanentError(error)) throw toRuntimeError(error, "queue attributes");
-      this.#log.warn("could not read the queue's redrive policy", {
-        error: describeAwsError(error),
-      });
-    }
-    if (options.maxReceives !== undefined && this.#redriveLimit !== undefined) {
-      this.#log.info(
-        "the queue's redrive policy moves failing messages; --max-receives is unused",
-        {
-          max_receive_count: this.#redriveLimit,
-        },
-      );
-    }
-  }
-
   /** FIFO queues, and only they, keep group order (SQS requires their names to end in .fifo). */
   get #fifo(): boolean {
     return this.#parts.queueUrl.endsWith(".fifo");
@@ -399,7 +457,7 @@ class Worker {
   /** The queue's redrive policy is missing and --max-receives parks messages instead. */
   get #parking(): boolean {
     const { maxReceives } = this.#parts.options;
-    return maxReceives !== undefined && this.#redriveLimit === undefined;
+    return maxReceives !== undefined && this.#parts.queue.redriveLimit === undefined;
   }
 
   /**
@@ -411,6 +469,17 @@ class Worker {
   get #prefetchSetting(): number | "auto" {
     const { prefetch } = this.#parts.options;
     return prefetch === "auto" && this.#parking ? 0 : prefetch;
+  }
+
+  /** Says at start-up that the queue's redrive policy, not --max-receives, ends poison messages. */
+  #noteRedrivePolicy(): void {
+    const { redriveLimit } = this.#parts.queue;
+    if (this.#parts.options.maxReceives !== undefined && redriveLimit !== undefined) {
+      this.#log.info(
+        "the queue's redrive policy moves failing messages; --max-receives is unused",
+        { max_receive_count: redriveLimit },
+      );
+    }
   }
 
   /** Warns at start-up about settings that SQS's own limits will defeat. */
