@@ -18,13 +18,14 @@ import {
 } from "@aws-sdk/client-sqs";
 import {
   createSqsClient,
+  errorCode,
   isQueueMissing,
   isQueueUrl,
   resolveQueueUrl,
   toRuntimeError,
 } from "./aws.ts";
 import { MAX_BODY_BYTES, type Options } from "./config.ts";
-import { UsageError } from "./errors.ts";
+import { RuntimeError, UsageError } from "./errors.ts";
 
 /** Where admin commands write their result and read a message body. */
 export interface AdminIo {
@@ -246,6 +247,33 @@ function checkBodyText(text: string, source: string): void {
   }
 }
 
+/** True when SQS refused a message for its size (SQS, moto and ElasticMQ say it differently). */
+function isMessageTooLong(error: unknown): boolean {
+  const code = errorCode(error);
+  if (code === "MessageTooLong" || code === "AWS.SimpleQueueService.MessageTooLong") return true;
+  // ElasticMQ: InvalidAttributeValue "MessageTooLong"; moto: InvalidParameterValue.
+  return (code === "InvalidParameterValue" || code === "InvalidAttributeValue") &&
+    error instanceof Error &&
+    /shorter than|too long|MessageTooLong|MaximumMessageSize/i.test(error.message);
+}
+
+/** The queue's `MaximumMessageSize` in bytes, if it can be read (ElasticMQ does not say). */
+async function maximumMessageSize(client: SQSClient, url: string): Promise<number | undefined> {
+  try {
+    const result = await client.send(
+      new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["MaximumMessageSize"] }),
+    );
+    const size = Number(result.Attributes?.MaximumMessageSize);
+    return Number.isInteger(size) && size > 0 ? size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function byteLength(text: string): number {
+  return new TextEncoder().encode(text).length;
+}
+
 async function pushMessage(client: SQSClient, options: Options, io: AdminIo): Promise<void> {
   const queue = options.queue!;
   if (queueName(queue).endsWith(".fifo") && !options.groupId) {
@@ -275,6 +303,18 @@ async function pushMessage(client: SQSClient, options: Options, io: AdminIo): Pr
       }),
     );
   } catch (error) {
+    if (isMessageTooLong(error)) {
+      const size = byteLength(body);
+      const limit = await maximumMessageSize(client, url);
+      throw new RuntimeError(
+        limit !== undefined && limit >= size
+          ? `${subject(url)}: the endpoint refused the message (${size} bytes) as too long, ` +
+            `although the queue's MaximumMessageSize is ${limit} bytes: it enforces a lower limit`
+          : `${subject(url)}: the message (${size} bytes) is larger than the queue's ` +
+            `MaximumMessageSize${limit === undefined ? "" : ` (${limit} bytes)`}; raise it ` +
+            `with --attr MaximumMessageSize=${MAX_BODY_BYTES} (SQS allows up to 1 MiB)`,
+      );
+    }
     throw toRuntimeError(error, subject(url));
   }
   const id = result.MessageId ?? "";

@@ -132,8 +132,11 @@ export const MAX_VISIBILITY = 43200;
  * timer longer than 2^31-1 ms fires at once, so anything above this would be a bug.
  */
 export const MAX_DURATION = 2_000_000;
-/** The largest message body SQS accepts from sqsrun, in bytes. */
-export const MAX_BODY_BYTES = 256 * 1024;
+/**
+ * The largest message body SQS accepts, in bytes (1 MiB since 2025). A queue with a
+ * smaller `MaximumMessageSize` refuses more itself, and sqsrun says so in one line.
+ */
+export const MAX_BODY_BYTES = 1024 * 1024;
 
 /**
  * The explicit settings of one layer (a configuration file or the command line).

@@ -218,6 +218,42 @@ for (const backend of sqsBackends()) {
     }
   });
 
+  Deno.test(`--push up to 1 MiB: a queue whose limit is lower says so in one line (${name})`, async () => {
+    const { sqsrun, aws } = clients(backend);
+    // moto honours a queue's own MaximumMessageSize; ElasticMQ (sqs-limits = strict)
+    // ignores it and refuses anything above 256 KiB.
+    const [attrs, size] = backend.name === "moto"
+      ? [["--attr", "MaximumMessageSize=1024"], 2_000]
+      : [[], 300_000];
+    const small = uniqueName("admin-small");
+    const [smallUrl] = assertOk(await sqsrun(["--create", "-q", small, ...attrs]), "create");
+    try {
+      const body = new Uint8Array(size).fill(0x62);
+      assertOneLineError(await sqsrun(["-q", small, "--push", "-"], body), 1, [
+        `${size} bytes`,
+        "MaximumMessageSize",
+      ]);
+    } finally {
+      await sqsrun(["--delete", "-q", smallUrl]);
+    }
+    // The 1 MiB path on moto, which behaves as SQS does.
+    if (backend.name !== "moto") return;
+    const large = uniqueName("admin-1mib");
+    const [largeUrl] = assertOk(
+      await sqsrun(["--create", "-q", large, "--attr", "MaximumMessageSize=1048576"]),
+      "create a 1 MiB queue",
+    );
+    try {
+      const mib = "m".repeat(1024 * 1024);
+      const [id] = assertOk(await sqsrun(["-q", large, "--push", "-"], mib), "push 1 MiB");
+      const message = await receiveOne(aws, largeUrl);
+      equal(message.MessageId, id);
+      equal(message.Body, mib);
+    } finally {
+      await sqsrun(["--delete", "-q", largeUrl]);
+    }
+  });
+
   Deno.test(`--push - sends stdin unchanged, and refuses what SQS cannot take (${name})`, async () => {
     const { sqsrun, aws } = clients(backend);
     const queue = uniqueName("admin-stdin");
@@ -229,13 +265,13 @@ for (const backend of sqsBackends()) {
       equal(message.MessageId, id);
       equal(message.Body, body);
 
-      // Exactly the limit passes; one byte more is a usage error, before any network call.
-      const limit = new Uint8Array(256 * 1024).fill(0x61);
-      assertOk(await sqsrun(["-q", queue, "--push", "-"], limit), "push 256 KiB");
-      const tooLarge = new Uint8Array(256 * 1024 + 1).fill(0x61);
+      // 256 KiB passes anywhere; more than SQS's 1 MiB is a usage error before any call.
+      const classic = new Uint8Array(256 * 1024).fill(0x61);
+      assertOk(await sqsrun(["-q", queue, "--push", "-"], classic), "push 256 KiB");
+      const tooLarge = new Uint8Array(1024 * 1024 + 1).fill(0x61);
       assertOneLineError(await sqsrun(["-q", queue, "--push", "-"], tooLarge), 2, [
         "stdin",
-        "262144 bytes",
+        "1048576 bytes",
       ]);
       assertOneLineError(
         await sqsrun(["-q", queue, "--push", "-"], new Uint8Array([0x61, 0xff, 0xfe])),

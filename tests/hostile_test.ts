@@ -170,7 +170,13 @@ const OFFLINE_CASES: HostileCase[] = [
     mentions: ["not UTF-8"],
   },
   { kind: "body", args: [...PUSH, "-"], stdin: "h\u0000i", code: 2, mentions: ["U+0000"] },
-  { kind: "body", args: [...PUSH, "-"], stdin: "x".repeat(262_145), code: 2, mentions: ["262144"] },
+  {
+    kind: "body",
+    args: [...PUSH, "-"],
+    stdin: "x".repeat(1_048_577),
+    code: 2,
+    mentions: ["1048576"],
+  },
   // Attribute names and ids
   {
     kind: "attribute",

@@ -13,6 +13,7 @@ import { assertOneLineError, runCli } from "./support/cli.ts";
 import { createQueue, deleteQueue, queueCounts, sendMessages, testClient } from "./support/sqs.ts";
 import { type LogLine, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
 import { readBody } from "../src/worker/module_runner.ts";
+import { mixedBody } from "./support/bodies.ts";
 
 interface Fixture {
   client: SQSClient;
@@ -28,11 +29,15 @@ interface Fixture {
 
 async function withFixture(
   backend: SqsBackend,
-  options: { fifo?: boolean },
+  options: { fifo?: boolean; attributes?: Record<string, string> },
   body: (fixture: Fixture) => Promise<void>,
 ): Promise<void> {
   const client = testClient(backend.endpoint);
-  const url = await createQueue(client, uniqueName("module") + (options.fifo ? ".fifo" : ""));
+  const url = await createQueue(
+    client,
+    uniqueName("module") + (options.fifo ? ".fifo" : ""),
+    options.attributes,
+  );
   const dir = await Deno.makeTempDir({ prefix: "sqsrun-module-" });
   const ledgerPath = `${dir}/ledger`;
   await Deno.writeTextFile(ledgerPath, "");
@@ -462,6 +467,34 @@ Deno.test("--run: a module that cannot load is one line on stderr, exit 2, befor
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: `--run [${moto.name}]: a 1 MiB body reaches run() byte-exact, as text and as bytes`,
+  ...testOptions,
+  async fn() {
+    // moto takes SQS's 1 MiB on a queue that allows it; ElasticMQ refuses over 256 KiB.
+    await withFixture(moto, { attributes: { MaximumMessageSize: "1048576" } }, async (fixture) => {
+      const job = await fixture.file(
+        "job.ts",
+        `export function run(body: string, context: { bytes: Uint8Array }) {
+  Deno.writeTextFileSync(LEDGER + ".body", body);
+  Deno.writeFileSync(LEDGER + ".bytes", context.bytes);
+  Deno.writeTextFileSync(LEDGER, "ran\\n", { append: true });
+}
+`,
+      );
+      const body = mixedBody(1_048_576);
+      await sendMessages(fixture.client, fixture.url, [body]);
+      fixture.worker(["--run", job]);
+      await waitUntil("the job ran", async () => (await fixture.ledger()).length === 1);
+      const expected = new TextEncoder().encode(body);
+      const ledger = `${fixture.dir}/ledger`;
+      deepStrictEqual(await Deno.readFile(`${ledger}.body`), expected, "body text");
+      deepStrictEqual(await Deno.readFile(`${ledger}.bytes`), expected, "context.bytes");
+      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+    });
+  },
 });
 
 Deno.test({

@@ -25,6 +25,7 @@ import {
   type WorkerProcess,
 } from "./support/worker.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
+import { mixedBody } from "./support/bodies.ts";
 import { startSqsWitness } from "../scripts/reliability/witness.ts";
 
 interface Fixture {
@@ -873,47 +874,25 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
     });
   });
 
-  test("a 256 KiB body with any allowed characters arrives on stdin byte-exact", async () => {
-    await withFixture(backend, {}, async (fixture) => {
-      const pieces = [
-        "a",
-        "Z",
-        "9",
-        " ",
-        "\t",
-        "\n",
-        "é",
-        "ß",
-        "€",
-        "中",
-        "😀",
-        "\u{10FFFD}",
-        "\uFFFD",
-      ];
-      const encoder = new TextEncoder();
-      let body = "";
-      let size = 0;
-      for (let i = 0; size < 262_144 - 4; i++) {
-        const piece = pieces[(i * 7 + (i >> 3)) % pieces.length];
-        const bytes = encoder.encode(piece).length;
-        if (size + bytes > 262_144) break;
-        body += piece;
-        size += bytes;
-      }
-      while (size < 262_144) {
-        body += "x";
-        size += 1;
-      }
-      const job = await fixture.script("job.sh", `cat > "$DIR/body"; echo done >> "$LEDGER"`);
-      await sendMessages(fixture.client, fixture.url, [body]);
-      fixture.worker(["--exec", job, "--wait", "1"]);
-      await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
-      const received = await Deno.readFile(`${fixture.dir}/body`);
-      strictEqual(received.length, 262_144);
-      deepStrictEqual(received, encoder.encode(body));
-      await waitUntil("the queue is empty", () => queueEmpty(fixture));
+  // ElasticMQ (sqs-limits = strict) refuses bodies above 256 KiB whatever the queue
+  // says; moto takes SQS's 1 MiB on a queue that allows it.
+  const sizes = backend.name === "moto" ? [262_144, 1_048_576] : [262_144];
+  for (const total of sizes) {
+    test(`a ${total / 1024} KiB body with any allowed characters arrives on stdin byte-exact`, async () => {
+      const attributes = { MaximumMessageSize: String(total) };
+      await withFixture(backend, { attributes }, async (fixture) => {
+        const body = mixedBody(total);
+        const job = await fixture.script("job.sh", `cat > "$DIR/body"; echo done >> "$LEDGER"`);
+        await sendMessages(fixture.client, fixture.url, [body]);
+        fixture.worker(["--exec", job, "--wait", "1"]);
+        await waitUntil("the job ran", async () => (await fixture.ledgerLines()).length === 1);
+        const received = await Deno.readFile(`${fixture.dir}/body`);
+        strictEqual(received.length, total);
+        deepStrictEqual(received, new TextEncoder().encode(body));
+        await waitUntil("the queue is empty", () => queueEmpty(fixture));
+      });
     });
-  });
+  }
 }
 
 Deno.test({
