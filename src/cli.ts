@@ -39,6 +39,8 @@ const OTHER_FLAGS = {
   "dedup-id": { type: "string" },
   "message-attr": { type: "string", multiple: true },
   file: { type: "string", short: "f", multiple: true },
+  // The Ruby tool's flag for what is now the only behaviour: accepted, with a notice.
+  "release-on-fail": { type: "boolean", short: "E" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -94,6 +96,8 @@ export interface ParsedFlags {
   argvCount: number;
   help: boolean;
   version: boolean;
+  /** One-line notices about accepted but obsolete flags. */
+  notices: string[];
 }
 
 function label(name: string): string {
@@ -148,6 +152,7 @@ export function parseFlags(argv: string[]): ParsedFlags {
     argvCount: 0,
     help: false,
     version: false,
+    notices: [],
   };
   // Help and version win over anything else on the line, mistakes included.
   for (const token of tokens) {
@@ -203,6 +208,12 @@ export function parseFlags(argv: string[]): ParsedFlags {
       case "create":
       case "delete":
         named.add(token.name);
+        break;
+      case "release-on-fail":
+        parsed.notices.push(
+          "-E/--release-on-fail is the default now: a failed job's message is always released " +
+            "(see --backoff); the flag can be dropped",
+        );
         break;
       case "push":
         if (value === "") throw new UsageError("--push needs a non-empty message (or - for stdin)");
@@ -332,6 +343,7 @@ export async function parseCli(argv: string[], hooks: ParseCliOptions = {}): Pro
   const flags = parseFlags(argv);
   if (flags.help) return { kind: "help" };
   if (flags.version) return { kind: "version" };
+  for (const notice of flags.notices) hooks.warn?.(notice);
   const load = hooks.loadFile ?? ((path: string) => loadConfigFile(path, { warn: hooks.warn }));
   const layers: Settings[] = [];
   for (const path of flags.files) layers.push(await load(path));
@@ -381,11 +393,12 @@ AWS access:
   -q, --queue NAME|URL            SQS queue name or queue URL
 
 Job:
-  -t, --timeout SEC               Visibility timeout, whole seconds 0..43200 (default: ${d.timeout})
+  -t, --timeout SEC               Visibility timeout, whole seconds 0..43200 (default: the
+                                  queue's own VisibilityTimeout, else ${d.timeout})
   -e, --extend-timeout SEC        Extend the visibility after SEC, 0 < SEC < timeout
                                   (default: timeout*3/4)
   -x, --kill-timeout SEC          Send SIGTERM to a job running longer than SEC
-                                  (default: timeout*5)
+                                  (default: timeout*5, at most 43140: SQS's 12 hours less 1 min)
   -X, --kill-retry SEC            Repeat the kill signal every SEC (default: ${d.killRetry})
       --kill-grace SEC            SIGKILL a job SEC after the first SIGTERM (default: ${d.killGrace})
   -i, --interval SEC              Polling interval when the queue was empty (default: ${d.interval})
@@ -425,13 +438,16 @@ Metrics and health:
 Admin output:
       --json                      Print the result as JSON
       --counts                    With --list: approximate visible, in-flight, delayed counts
-      --group-id ID               With --push: message group id (FIFO queues)
+      --group-id ID               With --push: message group id (FIFO queues; on a standard
+                                  queue a fair queue's tenant)
       --dedup-id ID               With --push: deduplication id (FIFO queues)
       --message-attr Name=Value   With --push: a String message attribute (repeatable)
 
 Other:
   -f, --file PATH.yaml            Read a configuration file (repeatable; later files, then
                                   flags, win)
+  -E, --release-on-fail           Accepted for the Ruby tool's command lines: releasing a
+                                  failed job's message is what sqsrun always does
   -h, --help                      Show this help
   -V, --version                   Show the version
 

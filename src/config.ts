@@ -699,6 +699,34 @@ export interface Invocation {
 /** Commands that run the worker, or write its configuration: the job timings matter to them. */
 const JOB_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
 
+/** The numeric queue attributes and the ranges SQS accepts for them. */
+const QUEUE_ATTRIBUTE_RANGES: Record<string, [number, number, string]> = {
+  VisibilityTimeout: [0, MAX_VISIBILITY, "seconds"],
+  DelaySeconds: [0, 900, "seconds"],
+  ReceiveMessageWaitTimeSeconds: [0, 20, "seconds"],
+  MessageRetentionPeriod: [60, 1_209_600, "seconds"],
+  MaximumMessageSize: [1024, MAX_BODY_BYTES, "bytes"],
+  KmsDataKeyReusePeriodSeconds: [60, 86_400, "seconds"],
+};
+
+/**
+ * Checks an `--attr` value that SQS would refuse (a number out of its range, or
+ * not a whole number), so the error names the range before any call is made.
+ */
+export function checkQueueAttribute(name: string, value: string): void {
+  const range = Object.hasOwn(QUEUE_ATTRIBUTE_RANGES, name)
+    ? QUEUE_ATTRIBUTE_RANGES[name]
+    : undefined;
+  if (!range) return;
+  const [min, max, unit] = range;
+  const number = Number(value);
+  if (!/^\d+$/.test(value) || number < min || number > max) {
+    throw new UsageError(
+      `--attr ${name}=${value}: must be a whole number of ${unit} from ${min} to ${max}`,
+    );
+  }
+}
+
 /** Timings (seconds) given in flags or files, as opposed to derived from the visibility timeout. */
 export interface GivenTimings {
   timeout?: number;
@@ -787,6 +815,12 @@ export function resolveOptions(invocation: Invocation): Options {
     const known = s.timeout !== undefined || !JOB_COMMANDS.has(command);
     if (known) deriveTimings(timeout, givenTimings);
   }
+  if (command === "run" && s.run !== undefined && /\.rb$/i.test(s.run)) {
+    // The Ruby tool's --run took a Ruby script; this one loads JavaScript or TypeScript.
+    throw new UsageError(
+      `--run ${s.run}: Ruby scripts are not supported: use --exec ruby ${s.run}`,
+    );
+  }
   if ((command === "exec" || command === "run") && !s.queue) {
     throw new UsageError(`--${command} needs -q/--queue`);
   }
@@ -796,7 +830,14 @@ export function resolveOptions(invocation: Invocation): Options {
     if (s.s3Gunzip) throw new UsageError("--s3-gunzip only applies with --s3");
   }
 
+  if (JOB_COMMANDS.has(command) && (s.wait ?? DEFAULTS.wait) === 0 && s.interval === 0) {
+    throw new UsageError(
+      "--wait 0 with -i/--interval 0 would call SQS in a busy loop: long-poll with --wait, " +
+        "or pause between short polls with -i",
+    );
+  }
   const attrs = { ...s.attrs };
+  for (const [name, value] of Object.entries(attrs)) checkQueueAttribute(name, value);
   // A timeout stated for --create becomes the queue's own visibility timeout, unless
   // --attr VisibilityTimeout says otherwise, so a worker and its queue agree.
   if (command === "create" && s.timeout !== undefined && attrs.VisibilityTimeout === undefined) {

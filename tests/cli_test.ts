@@ -99,7 +99,21 @@ const BAD_INPUTS: [string[], number, string[]][] = [
   [["-f", notMapping, "--list"], 2, [notMapping, "mapping"]],
   [["-f", badRange], 2, [badRange, "'concurrency'", "0"]],
   [["-f", bothJobs], 2, [bothJobs, "exec", "run"]],
+  [["--run", "job.rb", "-q", "q"], 2, ["Ruby scripts are not supported", "--exec ruby job.rb"]],
+  [["--wait", "0", "-i", "0", ...JOB], 2, ["--wait 0", "-i/--interval 0", "busy loop"]],
+  [["--attr", "VisibilityTimeout=99999", "-q", "q"], 2, ["VisibilityTimeout", "0 to 43200"]],
+  [["--attr", "DelaySeconds=soon", "-q", "q"], 2, ["DelaySeconds=soon", "0 to 900"]],
+  [["--create", "-q", "q", "--attr", "MaximumMessageSize=512"], 2, ["1024 to 1048576"]],
 ];
+
+Deno.test("-E/--release-on-fail of the Ruby tool is accepted with a one-line notice", async () => {
+  // --configure writes a file and ends: the notice must come before, and nothing else fail.
+  const target = join(dir, "release.yaml");
+  const result = await runCli(["-E", "--configure", target, ...JOB], { timeoutMs: 20_000 });
+  equal(result.code, 0, result.stderr);
+  equal(lines(result.stderr).length, 1, result.stderr);
+  ok(result.stderr.includes("-E/--release-on-fail is the default now"), result.stderr);
+});
 
 Deno.test("every bad input is one line on stderr with exit 2", async (t) => {
   for (const [args, code, mentions] of BAD_INPUTS) {
