@@ -211,9 +211,9 @@ Deno.test("help lists every flag with its default and exits 0", async () => {
     }
     for (
       const text of [
-        "(default: 30)",
+        "VisibilityTimeout, else 30)",
         "(default: timeout*3/4)",
-        "(default: timeout*5)",
+        "(default: timeout*5, at most 43140",
         "(default: 60)",
         "(default: 10)",
         "(default: 1)",
