@@ -372,6 +372,34 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "http: /healthz answers 503 'starting' with the reason while SQS cannot be reached at start-up",
+  ...testOptions,
+  fn: () =>
+    withFixture(async (fixture) => {
+      const proxy = startTcpProxy(motoEndpoint());
+      proxy.cut();
+      try {
+        // A queue name (not its URL) must be resolved before anything else can happen.
+        const worker = fixture.worker(["--http", "127.0.0.1:0", "-q", fixture.name], {}, proxy.url);
+        const url = await metricsUrl(worker);
+        await worker.waitForLine(line("cannot resolve the queue yet; retrying"), 20_000);
+        const starting = await health(url);
+        strictEqual(starting.status, 503);
+        strictEqual(starting.body.status, "starting");
+        ok(String(starting.body.reason).startsWith("starting: "), String(starting.body.reason));
+        ok(String(starting.body.reason).includes("SQS"), String(starting.body.reason));
+        ok(!worker.lines.some(line("worker started")));
+        proxy.restore();
+        await worker.waitForLine(line("worker started"), 40_000);
+        await waitUntil("healthy once receiving", async () => (await health(url)).status === 200);
+      } finally {
+        proxy.close();
+      }
+    }),
+});
+
+Deno.test({
   name: "http: a bad --http value is a usage error, a port in use a runtime error, each one line",
   ...testOptions,
   fn: async () => {
@@ -424,6 +452,12 @@ Deno.test("http: health follows polls, busy slots and the drain (fake clock)", a
     return r.status;
   }));
   try {
+    strictEqual(await status(), 503, "healthy before the worker started receiving");
+    metrics.starting("cannot reach SQS (connection refused)");
+    const starting = await (await fetch(`${metrics.url}/healthz`)).json();
+    strictEqual(starting.status, "starting");
+    strictEqual(starting.reason, "starting: cannot reach SQS (connection refused)");
+    metrics.started();
     metrics.polled();
     now = 900;
     strictEqual(await status(), 200);

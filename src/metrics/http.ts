@@ -156,6 +156,8 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
   let running = 0;
   let free = options.concurrency;
   let draining = false;
+  /** Why the worker is not receiving yet; undefined once it started. */
+  let startingReason: string | undefined = "resolving the queue";
   let lastAlive = now();
   let lastReceiveEpoch: number | undefined;
 
@@ -165,11 +167,14 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     const busy = running > 0 && free === 0;
     const status = draining
       ? "draining"
+      : startingReason !== undefined
+      ? "starting"
       : busy || silentMs <= options.healthWindowMs
       ? "ok"
       : "not receiving";
     return {
       status,
+      ...(status === "starting" ? { reason: `starting: ${startingReason}` } : {}),
       seconds_since_receive: Math.round(silentMs / 100) / 10,
       running,
       slots_free: free,
@@ -278,6 +283,13 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
   };
   return {
     url,
+    starting: (reason) => {
+      startingReason = reason;
+    },
+    started: () => {
+      startingReason = undefined;
+      lastAlive = now();
+    },
     polled: () => {
       add("receiveCalls");
       lastAlive = now();

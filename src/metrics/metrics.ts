@@ -15,6 +15,13 @@ export interface JobFinished {
 
 /** Events and levels the worker reports. Every method must be cheap and never throw. */
 export interface WorkerMetrics {
+  /**
+   * The worker cannot start receiving yet (the queue does not resolve): health
+   * answers 503 `starting` with `reason` until {@linkcode WorkerMetrics.started}.
+   */
+  starting(reason: string): void;
+  /** The receive loop runs: health follows the receive calls from now on. */
+  started(): void;
   /** A receive call answered (health: the receive loop is alive). */
   polled(): void;
   /** Messages received by one call. */
@@ -48,6 +55,8 @@ export interface WorkerMetrics {
 export function noMetrics(): WorkerMetrics {
   const nothing = () => {};
   return {
+    starting: nothing,
+    started: nothing,
     polled: nothing,
     messagesReceived: nothing,
     receiveError: nothing,
@@ -73,6 +82,8 @@ export function fanOut(sinks: WorkerMetrics[]): WorkerMetrics {
     for (const sink of sinks) (sink[key] as (...values: unknown[]) => unknown)(...args);
   };
   return {
+    starting: each("starting"),
+    started: each("started"),
     polled: each("polled"),
     messagesReceived: each("messagesReceived"),
     receiveError: each("receiveError"),

@@ -161,6 +161,8 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
   const count = (name: string, value = 1, own: string[] = []) => emit(name, value, "c", own);
 
   return {
+    starting: () => {},
+    started: () => {},
     polled: () => {},
     messagesReceived: (n) => count("messages.received", n),
     receiveError: () => count("receive.errors"),

@@ -154,17 +154,20 @@ export async function runWorker(options: Options): Promise<number> {
     throw error;
   }
   try {
+    // Health answers from the first second, saying why the worker is not receiving
+    // yet: a liveness probe must not restart a worker through an SQS outage.
+    metrics = await createMetrics(options, log);
     const client = createSqsClient({ ...options, wait: options.wait });
     // Deletes and extensions must not wait behind a long poll's generous timeout.
     const settleClient = createSqsClient({ ...options, wait: 0 });
-    const queueUrl = await resolveWorkerQueue(client, options.queue, log);
+    const onRetry = metrics.starting.bind(metrics);
+    const queueUrl = await resolveWorkerQueue(client, options.queue, log, onRetry);
     if (queueUrl === undefined) {
       log.info("stopped by a signal before the queue could be reached");
       return 0;
     }
     const queue = await readQueueSettings(client, queueUrl, log);
     const workerOptions = withQueueTimings(options, queue);
-    metrics = await createMetrics(workerOptions, log);
     const source = createSource(workerOptions, { metrics });
     // One stray rejection (a library's, or ours) must not end a worker that holds
     // other people's messages: log it and carry on.
@@ -189,6 +192,7 @@ export async function runWorker(options: Options): Promise<number> {
       globalThis.removeEventListener("unhandledrejection", onUnhandled);
     }
   } finally {
+    await metrics?.close();
     await runner.close();
     await log.close();
   }
@@ -272,6 +276,7 @@ async function resolveWorkerQueue(
   client: SQSClient,
   queue: string,
   log: Logger,
+  onRetry: (reason: string) => void,
 ): Promise<string | undefined> {
   const stop = new AbortController();
   const onSignal = () => stop.abort();
@@ -287,10 +292,9 @@ async function resolveWorkerQueue(
       } catch (error) {
         if (isPermanentError(error)) throw error;
         const delay = backoffDelay(attempt, { floorMs: 1_000, capMs: 30_000 });
-        log.warn("cannot resolve the queue yet; retrying", {
-          error: describeError(error),
-          retry_in_ms: delay,
-        });
+        const reason = describeError(error);
+        onRetry(reason);
+        log.warn("cannot resolve the queue yet; retrying", { error: reason, retry_in_ms: delay });
         await sleep(delay, stop.signal);
       }
     }
@@ -435,6 +439,7 @@ class Worker {
       wait: options.wait,
       ...this.#parts.runner.details,
     });
+    this.#parts.metrics.started();
     try {
       await this.#receiveLoop();
       await this.#drain();
@@ -443,7 +448,6 @@ class Worker {
       if (this.#shutdownTimer !== undefined) clearTimeout(this.#shutdownTimer);
       if (this.#receiveDrainTimer !== undefined) clearTimeout(this.#receiveDrainTimer);
       this.#keeper.stop();
-      await this.#parts.metrics.close();
     }
     this.#log.info("worker stopped");
     return 0;
