@@ -123,7 +123,76 @@ function clientConfig(
 
 /** Creates an SQS client for the options. */
 export function createSqsClient(options: AwsOptions): SQSClient {
-  return new SQSClient(clientConfig(options, resolveEndpoint(options)));
+  const client = new SQSClient(clientConfig(options, resolveEndpoint(options)));
+  client.middlewareStack.add(foreignErrorAnswers, {
+    step: "deserialize",
+    // Inside the SDK's deserializer: this one sees the raw answer first.
+    priority: "low",
+    name: "sqsrunForeignErrorAnswers",
+  });
+  return client;
+}
+
+/** An error answer that did not come as SQS's JSON: its HTTP status, and the code it named. */
+export class ForeignErrorAnswer extends Error {
+  readonly $metadata: { httpStatusCode: number };
+  constructor(readonly status: number, readonly code: string | undefined, message: string) {
+    super(message);
+    this.name = code ?? "ForeignErrorAnswer";
+    this.$metadata = { httpStatusCode: status };
+  }
+}
+
+/** A middleware of the deserialize step (the last overload of `middlewareStack.add`). */
+type DeserializeStep = Parameters<SQSClient["middlewareStack"]["add"]>[0];
+
+/**
+ * Reads an error answer that is not JSON (an XML error of an older endpoint or a
+ * proxy in front of SQS, an HTML page, an empty body) and throws it as what it
+ * says: the XML's own code (InvalidClientTokenId, AccessDenied, ...) or the bare
+ * status. Without this the SDK reports only that the body was not JSON.
+ */
+const foreignErrorAnswers: DeserializeStep = (next) => {
+  return async (args) => {
+    const result = await next(args);
+    const response = result.response as {
+      statusCode?: number;
+      headers?: Record<string, string>;
+      body?: AsyncIterable<Uint8Array> | string;
+    };
+    const status = response.statusCode ?? 0;
+    const type = response.headers?.["content-type"] ?? "";
+    if (status < 400 || /json/i.test(type)) return result;
+    const text = await readSome(response.body, 16_384);
+    if (/^\s*\{/.test(text)) {
+      // JSON after all (a wrong content type): the SDK's deserializer reads it.
+      (response as { body?: unknown }).body = new TextEncoder().encode(text);
+      return result;
+    }
+    const tag = (name: string) =>
+      new RegExp(`<${name}>([^<]*)</${name}>`).exec(text)?.[1]?.trim() || undefined;
+    const code = tag("Code");
+    throw new ForeignErrorAnswer(status, code, tag("Message") ?? `HTTP ${status}`);
+  };
+};
+
+async function readSome(
+  body: AsyncIterable<Uint8Array> | string | undefined,
+  limit: number,
+): Promise<string> {
+  if (body === undefined) return "";
+  if (typeof body === "string") return body.slice(0, limit);
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    for await (const chunk of body) {
+      text += decoder.decode(chunk, { stream: true });
+      if (text.length >= limit) break;
+    }
+  } catch {
+    // A body cut short says what it said so far.
+  }
+  return text.slice(0, limit);
 }
 
 /**
@@ -271,7 +340,10 @@ export function isCredentialError(error: unknown): boolean {
 export function isPermanentError(error: unknown): boolean {
   if (error instanceof UsageError) return true;
   const cause = error instanceof RuntimeError && error.cause !== undefined ? error.cause : error;
-  return isQueueMissing(cause) || isCredentialError(cause) ||
+  // A bare 401/403 (a proxy or an older endpoint refusing the request) does not pass either.
+  const refused = cause instanceof ForeignErrorAnswer &&
+    (cause.status === 401 || cause.status === 403);
+  return isQueueMissing(cause) || isCredentialError(cause) || refused ||
     (cause instanceof Error && /Region is missing/i.test(cause.message));
 }
 
@@ -312,11 +384,21 @@ export function describeAwsError(error: unknown, subject?: string, service = "SQ
   }
   // Something other than the service answered: a proxy's error page, a web server, junk.
   const status = httpStatus(error);
+  if (error instanceof ForeignErrorAnswer && error.code === undefined) {
+    if (error.status === 401 || error.status === 403) {
+      return `${about}the endpoint refused the request (HTTP ${error.status}): check the ` +
+        "credentials, their permissions and the endpoint URL";
+    }
+    if (error.status >= 500) return `${about}the ${service} endpoint failed (HTTP ${error.status})`;
+    return `${about}the endpoint's answer (HTTP ${error.status}) is not ${service}: check the endpoint URL`;
+  }
   if (code === "SyntaxError" && status !== undefined) {
     return `${about}the endpoint's answer (HTTP ${status}) is not ${service}: check the endpoint URL`;
   }
   if ((code === "Unknown" || message === "UnknownError") && status !== undefined) {
-    return `${about}the ${service} endpoint answered HTTP ${status} without saying why`;
+    return status >= 500
+      ? `${about}the ${service} endpoint failed (HTTP ${status})`
+      : `${about}the ${service} endpoint answered HTTP ${status} without saying why`;
   }
   const detail = code && !message.includes(code) ? `${code}: ${message}` : message;
   return `${about}${detail || "unknown AWS error"}`;

@@ -12,7 +12,13 @@ import { awsEnv, motoEndpoint, sqsBackends, uniqueName } from "./support/local_a
 import { assertOneLineError, type CliResult, runCli } from "./support/cli.ts";
 import { createQueue, deleteQueue, queueCounts, sendMessages, testClient } from "./support/sqs.ts";
 import { s3EventBody, snsEnvelope } from "./support/s3.ts";
-import { type LogLine, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
+import {
+  type LogLine,
+  processAlive,
+  startWorker,
+  waitUntil,
+  type WorkerProcess,
+} from "./support/worker.ts";
 
 const testOptions = { sanitizeOps: false, sanitizeResources: false };
 const dir = Deno.makeTempDirSync({ prefix: "sqsrun_hostile_test_" });
@@ -396,8 +402,48 @@ const ANSWERS: Record<string, Answer> = {
 const ANSWER_SAYS: Record<string, string[]> = {
   junk: ["answer (HTTP 200) is not SQS"],
   html: ["answer (HTTP 200) is not SQS"],
-  "500": ["answered HTTP 500"],
+  "500": ["endpoint failed (HTTP 500)"],
   "503 JSON": ["ServiceUnavailable"],
+};
+
+/** An SQS error in the XML of the query protocol (older endpoints, proxies in front of SQS). */
+const xmlError = (status: number, code: string) => () =>
+  new Response(
+    `<?xml version="1.0"?><ErrorResponse><Error><Type>Sender</Type><Code>${code}</Code>` +
+      `<Message>refused</Message></Error><RequestId>r</RequestId></ErrorResponse>`,
+    { status, headers: { "content-type": "text/xml" } },
+  );
+
+/** Refused credentials, in each shape they come in, and what the error line must say. */
+const REFUSALS: Record<string, [Answer, string]> = {
+  "403 XML InvalidClientTokenId": [
+    xmlError(403, "InvalidClientTokenId"),
+    "AWS rejected the credentials (InvalidClientTokenId)",
+  ],
+  "403 XML SignatureDoesNotMatch": [
+    xmlError(403, "SignatureDoesNotMatch"),
+    "AWS rejected the credentials (SignatureDoesNotMatch)",
+  ],
+  "400 XML AccessDenied": [
+    xmlError(400, "AccessDenied"),
+    "AWS rejected the credentials (AccessDenied)",
+  ],
+  "403 JSON UnrecognizedClientException": [
+    () =>
+      new Response(
+        JSON.stringify({ __type: "UnrecognizedClientException", message: "bad token" }),
+        { status: 403, headers: JSON_TYPE },
+      ),
+    "AWS rejected the credentials (UnrecognizedClientException)",
+  ],
+  "403 HTML": [
+    () =>
+      new Response("<html>Forbidden</html>", {
+        status: 403,
+        headers: { "content-type": "text/html" },
+      }),
+    "the endpoint refused the request (HTTP 403)",
+  ],
 };
 
 /** Starts a loopback HTTP server answering every request with `answer`. */
@@ -478,6 +524,68 @@ Deno.test({
       } finally {
         await endpoint.close();
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "hostile: refused credentials are named as such; a worker refused at start-up exits 1",
+  ...testOptions,
+  async fn(t) {
+    for (const [name, [answer, says]] of Object.entries(REFUSALS)) {
+      await t.step(name, async () => {
+        const endpoint = fakeEndpoint(answer);
+        try {
+          const env = fakeEnv(endpoint.url);
+          assertOneLineError(await runCli(["--list"], { env }), 1, ["list queues", says]);
+          const worker = startWorker(
+            ["-q", "q", "--exec", "/bin/cat", "--wait", "1"],
+            { env },
+          );
+          try {
+            const status = await worker.exit(30_000);
+            strictEqual(status.code, 1, worker.stderr());
+            const stderr = worker.stderr().trim();
+            strictEqual(stderr.split("\n").length, 1, stderr);
+            ok(stderr.includes(says), stderr);
+            ok(!stderr.includes("not SQS"), stderr);
+          } finally {
+            await worker.stop();
+          }
+        } finally {
+          await endpoint.close();
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "hostile: credentials refused while the worker runs are retried with back-off, never an exit",
+  ...testOptions,
+  async fn() {
+    // The queue's attributes answer (start-up passes), then every receive is refused.
+    const endpoint = fakeEndpoint((request) => {
+      const action = request.headers.get("x-amz-target") ?? "";
+      if (action.endsWith("GetQueueAttributes")) {
+        return new Response(JSON.stringify({ Attributes: {} }), { headers: JSON_TYPE });
+      }
+      return xmlError(403, "ExpiredToken")();
+    });
+    const worker = startWorker(
+      ["-q", `${endpoint.url}/000000000000/q`, "--exec", "/bin/cat", "--wait", "1"],
+      { env: fakeEnv(endpoint.url) },
+    );
+    try {
+      const failures = () => worker.lines.filter(receiveFailed);
+      await waitUntil("two failed receives", () => failures().length >= 2, 30_000);
+      ok(String(failures()[0].error).includes("AWS rejected the credentials (ExpiredToken)"));
+      ok(processAlive(worker.pid), "the worker exited on refused credentials while running");
+      await assertStopsCleanly(worker);
+    } finally {
+      await worker.stop();
+      await endpoint.close();
     }
   },
 });
