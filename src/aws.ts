@@ -103,11 +103,17 @@ function clientConfig(
   if ((options.keyId === undefined) !== (options.secretKey === undefined)) {
     throw new UsageError("-k/--key-id and -s/--secret-key must be given together");
   }
+  if (options.profile !== undefined && options.keyId === undefined) {
+    assertProfileExists(options.profile);
+  }
   return {
     region: resolveRegion(options),
     endpoint,
     profile: options.profile,
     maxAttempts: 2,
+    // The SDK's own warnings (a profile beside environment keys, ...) would reach
+    // stderr as blocks of text; sqsrun says what matters in its own one-line errors.
+    logger: SILENT_SDK_LOGGER,
     credentials: options.keyId !== undefined && options.secretKey !== undefined
       ? { accessKeyId: options.keyId, secretAccessKey: options.secretKey }
       : undefined,
@@ -119,6 +125,47 @@ function clientConfig(
       throwOnRequestTimeout: true,
     }),
   };
+}
+
+/** A logger for the SDK that says nothing (its constructor is not the SDK's NoOpLogger). */
+const SILENT_SDK_LOGGER = {
+  trace() {},
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};
+
+/** Where the shared AWS files are, as the SDK finds them. */
+function sharedAwsFiles(env: (name: string) => string | undefined): string[] {
+  const home = env("HOME") ?? env("USERPROFILE") ?? "";
+  return [
+    env("AWS_CONFIG_FILE") ?? `${home}/.aws/config`,
+    env("AWS_SHARED_CREDENTIALS_FILE") ?? `${home}/.aws/credentials`,
+  ];
+}
+
+/**
+ * Fails with a one-line UsageError when `--profile NAME` is in neither shared AWS
+ * file: the SDK would only say that no credentials could be loaded.
+ */
+export function assertProfileExists(
+  profile: string,
+  env: (name: string) => string | undefined = Deno.env.get,
+): void {
+  const files = sharedAwsFiles(env);
+  const header = new RegExp(
+    `^\\s*\\[\\s*(profile\\s+)?${profile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\s*\\]`,
+    "m",
+  );
+  for (const file of files) {
+    try {
+      if (header.test(Deno.readTextFileSync(file))) return;
+    } catch {
+      // Absent or unreadable: the other file may still name it.
+    }
+  }
+  throw new UsageError(`--profile ${profile}: no such profile in ${files.join(" or ")}`);
 }
 
 /** Creates an SQS client for the options. */
