@@ -251,10 +251,10 @@ async function writeStatus(path: string, text: string): Promise<void> {
 // ---------------------------------------------------------------------------
 // Pid files
 
-function alreadyRunning(path: string, pid: number): RuntimeError {
+function alreadyRunning(path: string, pid: number | undefined): RuntimeError {
   return new RuntimeError(
-    `pid file '${path}' names running process ${pid}: is sqsrun already running? ` +
-      "(stop it, or use another pid file)",
+    `pid file '${path}' names running process ${pid ?? "(unreadable)"}: is sqsrun already ` +
+      "running? (stop it, or use another pid file)",
   );
 }
 
@@ -297,22 +297,50 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * Writes this process's pid into `path` atomically: a temporary file hard-linked
- * into place, which fails if the pid file exists, so two daemons starting at
- * once cannot both win. A pid file naming a dead process (or holding no pid) is
- * stale and replaced; one naming a live process is refused.
+ * True when live process `pid` looks like sqsrun by its command line: a pid file
+ * of an older sqsrun holds no lock, and a live pid alone may be another program's
+ * after a reboot. Without /proc, a live pid is taken as sqsrun.
+ */
+export function looksLikeSqsrun(pid: number): boolean {
+  if (!processAlive(pid)) return false;
+  let cmdline: string;
+  try {
+    cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound) && Deno.build.os !== "linux";
+  }
+  return /sqsrun/i.test(cmdline.replaceAll("\0", " "));
+}
+
+/** Pid files this process holds, with the open file that holds the lock. */
+const heldPidFiles = new Map<string, { file: Deno.FsFile; pid: number }>();
+
+/**
+ * Writes this process's pid into `path` atomically and holds an exclusive lock on
+ * it for as long as this process lives: a temporary file, locked, then
+ * hard-linked into place, which fails if the pid file exists, so two daemons
+ * starting at once cannot both win. An existing pid file is in use while its lock
+ * is held (the kernel drops it with its holder, however that died); an unlocked
+ * one is stale and replaced, unless it names a live process that looks like an
+ * older sqsrun (which held no lock). A reused pid after a reboot does not block.
  */
 export async function acquirePidFile(path: string, pid: number = Deno.pid): Promise<void> {
   const temp = join(dirname(path), `.${path.split("/").pop()}.${pid}.tmp`);
+  let file: Deno.FsFile;
   try {
-    await Deno.writeTextFile(temp, `${pid}\n`, { mode: 0o644 });
+    file = await Deno.open(temp, { write: true, create: true, truncate: true, mode: 0o644 });
+    await file.write(new TextEncoder().encode(`${pid}\n`));
+    await file.lock(true);
   } catch (error) {
     throw new RuntimeError(`cannot write pid file '${path}': ${describeFsError(error)}`);
   }
+  let linked = false;
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         await Deno.link(temp, path);
+        linked = true;
+        heldPidFiles.set(path, { file, pid });
         return;
       } catch (error) {
         if (!(error instanceof Deno.errors.AlreadyExists)) {
@@ -320,7 +348,10 @@ export async function acquirePidFile(path: string, pid: number = Deno.pid): Prom
         }
       }
       const holder = await readPidFile(path);
-      if (holder !== undefined && holder !== pid && processAlive(holder)) {
+      if (
+        await pidFileLocked(path) ||
+        (holder !== undefined && holder !== pid && looksLikeSqsrun(holder))
+      ) {
         throw alreadyRunning(path, holder);
       }
       // Stale: remove it and link again (a racing daemon may win; the loop sees it).
@@ -329,6 +360,27 @@ export async function acquirePidFile(path: string, pid: number = Deno.pid): Prom
     throw new RuntimeError(`cannot write pid file '${path}': it keeps changing`);
   } finally {
     await Deno.remove(temp).catch(() => {});
+    if (!linked) file.close();
+  }
+}
+
+/** True while some process holds the lock of the pid file at `path`. */
+async function pidFileLocked(path: string): Promise<boolean> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch {
+    return false;
+  }
+  try {
+    if (!await file.tryLock(true)) return true;
+    await file.unlock();
+    return false;
+  } catch {
+    // A file system without locks: the pid and its command line decide.
+    return false;
+  } finally {
+    file.close();
   }
 }
 
@@ -338,5 +390,12 @@ export function releasePidFileSync(path: string, pid: number = Deno.pid): void {
     if (Number(Deno.readTextFileSync(path).trim()) === pid) Deno.removeSync(path);
   } catch {
     // Already gone, or unreadable: nothing of ours to remove.
+  }
+  const held = heldPidFiles.get(path);
+  if (held?.pid === pid) {
+    heldPidFiles.delete(path);
+    try {
+      held.file.close();
+    } catch { /* already closed */ }
   }
 }

@@ -10,7 +10,13 @@ import { awsEnv, motoEndpoint, uniqueName } from "./support/local_aws.ts";
 import { assertOneLineError, type CliResult, lines, runCli } from "./support/cli.ts";
 import { createQueue, deleteQueue, queueCounts, sendMessages, testClient } from "./support/sqs.ts";
 import { waitUntil } from "./support/worker.ts";
-import { acquirePidFile, daemonLogPath, processAlive, releasePidFileSync } from "../src/daemon.ts";
+import {
+  acquirePidFile,
+  daemonLogPath,
+  looksLikeSqsrun,
+  processAlive,
+  releasePidFileSync,
+} from "../src/daemon.ts";
 import { RuntimeError } from "../src/errors.ts";
 
 const testOptions = { sanitizeOps: false, sanitizeResources: false };
@@ -276,39 +282,92 @@ Deno.test("daemonLogPath(): -o wins, else the pid file's name with .log for .pid
   strictEqual(daemonLogPath("/run/jobs.pid", "/var/log/jobs.log"), "/var/log/jobs.log");
 });
 
-Deno.test("acquirePidFile(): writes the pid, refuses a live holder, replaces a stale one", async () => {
+Deno.test("acquirePidFile(): holds a lock; refuses a held pid file, replaces a stale one", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sqsrun-pidfile-" });
   const path = `${dir}/x.pid`;
-  const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  // A live process that is not sqsrun: a pid reused after a reboot.
+  const stranger = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  // A live older sqsrun, which held no lock: its command line names it.
+  const older = new Deno.Command("bash", { args: ["-c", "exec -a sqsrun-0.1 sleep 30"] }).spawn();
   try {
     await acquirePidFile(path, 4242);
     strictEqual(await Deno.readTextFile(path), "4242\n");
     deepStrictEqual((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name), ["x.pid"]);
-    // Above pid_max: no such process, so the pid file is stale and replaced.
-    ok(!processAlive(4000000));
+    // Held (its lock is): refused, and left alone.
+    await rejects(acquirePidFile(path, 4343), (error: Error) => {
+      ok(error instanceof RuntimeError);
+      ok(error.message.includes("running process 4242"), error.message);
+      return true;
+    });
+    strictEqual(await Deno.readTextFile(path), "4242\n");
+    releasePidFileSync(path, 4242);
+    await rejects(Deno.stat(path), Deno.errors.NotFound);
+    // Unlocked, naming no process (above pid_max): stale.
     await Deno.writeTextFile(path, "4000000\n");
     await acquirePidFile(path, 4343);
     strictEqual(await Deno.readTextFile(path), "4343\n");
-    // A live holder is refused, and its pid file is left alone.
-    await Deno.writeTextFile(path, `${sleeper.pid}\n`);
-    await rejects(acquirePidFile(path, 4444), (error: Error) => {
-      ok(error instanceof RuntimeError);
-      ok(error.message.includes(`running process ${sleeper.pid}`), error.message);
-      return true;
-    });
-    strictEqual(await Deno.readTextFile(path), `${sleeper.pid}\n`);
+    releasePidFileSync(path, 4343);
+    // Unlocked, naming a live process that is not sqsrun: stale too.
+    await Deno.writeTextFile(path, `${stranger.pid}\n`);
+    ok(processAlive(stranger.pid) && !looksLikeSqsrun(stranger.pid));
+    await acquirePidFile(path, 4444);
+    strictEqual(await Deno.readTextFile(path), "4444\n");
+    releasePidFileSync(path, 4444);
+    // Unlocked, naming a live older sqsrun: refused.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await Deno.writeTextFile(path, `${older.pid}\n`);
+    ok(looksLikeSqsrun(older.pid), Deno.readTextFileSync(`/proc/${older.pid}/cmdline`));
+    await rejects(acquirePidFile(path, 4545), RuntimeError);
     // Garbage is not a pid: stale.
     await Deno.writeTextFile(path, "not a pid\n");
-    await acquirePidFile(path, 4545);
-    strictEqual(await Deno.readTextFile(path), "4545\n");
+    await acquirePidFile(path, 4646);
+    strictEqual(await Deno.readTextFile(path), "4646\n");
     // Release removes only our own pid file.
     releasePidFileSync(path, 1);
     ok(await Deno.stat(path));
-    releasePidFileSync(path, 4545);
+    releasePidFileSync(path, 4646);
     await rejects(Deno.stat(path), Deno.errors.NotFound);
   } finally {
-    sleeper.kill("SIGKILL");
-    await sleeper.status;
+    for (const child of [stranger, older]) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("acquirePidFile(): the lock of a daemon that was SIGKILLed is gone with it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun-pidlock-" });
+  const path = `${dir}/x.pid`;
+  const module = new URL("../src/daemon.ts", import.meta.url).href;
+  const holder = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const { acquirePidFile } = await import(${JSON.stringify(module)});
+await acquirePidFile(${JSON.stringify(path)});
+console.log("held");
+setTimeout(() => {}, 60_000);`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    const reader = holder.stdout.getReader();
+    const { value } = await reader.read();
+    strictEqual(new TextDecoder().decode(value).trim(), "held");
+    reader.releaseLock();
+    // deno eval's command line does not say sqsrun: only the lock keeps it.
+    await rejects(acquirePidFile(path, 4747), RuntimeError);
+    holder.kill("SIGKILL");
+    await holder.status;
+    await acquirePidFile(path, 4848);
+    strictEqual(await Deno.readTextFile(path), "4848\n");
+    releasePidFileSync(path, 4848);
+  } finally {
+    try {
+      holder.kill("SIGKILL");
+    } catch { /* exited */ }
+    await holder.stdout.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });
