@@ -496,7 +496,7 @@ Deno.test("queue names from URLs, and message bodies SQS accepts", () => {
       new Uint8Array(),
       new Uint8Array([0xc3]),
       new Uint8Array([0x01]),
-      new Uint8Array(256 * 1024 + 1).fill(0x20),
+      new Uint8Array(1024 * 1024 + 1).fill(0x20),
     ]
   ) {
     throws(() => decodeBody(bytes, "stdin"), UsageError);

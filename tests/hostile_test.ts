@@ -635,7 +635,7 @@ Deno.test({
       assertOneLineError(list, 1, ["did not answer in time"]);
       ok(list.durationMs < 40_000, `--list took ${list.durationMs} ms`);
       const redrive = await worker.waitForLine(
-        (line) => line.msg === "could not read the queue's redrive policy",
+        (line) => line.msg === "could not read the queue's attributes; using the defaults",
         40_000,
       );
       ok(String(redrive.error).includes("did not answer in time"), String(redrive.error));
