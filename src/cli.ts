@@ -8,7 +8,9 @@
 import { parseArgs } from "node:util";
 import {
   applyFlagValue,
+  checkQueue,
   type Command,
+  DEFAULT_BACKOFF,
   DEFAULTS,
   flagLabel,
   loadConfigFile,
@@ -17,6 +19,7 @@ import {
   mergeSettings,
   type Options,
   type PushAttribute,
+  type RedriveInputs,
   resolveOptions,
   SETTINGS,
   type Settings,
@@ -25,6 +28,13 @@ import {
 } from "./config.ts";
 import { UsageError } from "./errors.ts";
 import { isQueueUrl } from "./aws.ts";
+import { DEFAULT_MOVE_VISIBILITY } from "./redrive.ts";
+
+/** `--rate` at most: the largest MaxNumberOfMessagesPerSecond of a move task. */
+const MAX_MOVE_RATE = 500;
+/** `--peek` shows this many messages unless `-n` says otherwise, and at most MAX_PEEK. */
+const DEFAULT_PEEK = 10;
+const MAX_PEEK = 1000;
 
 /** Flags that are not settings: commands, per-call admin inputs, files, help. */
 const OTHER_FLAGS = {
@@ -32,12 +42,22 @@ const OTHER_FLAGS = {
   create: { type: "boolean" },
   delete: { type: "boolean" },
   push: { type: "string" },
+  peek: { type: "boolean" },
+  purge: { type: "boolean" },
+  redrive: { type: "boolean" },
+  "redrive-status": { type: "boolean" },
+  "redrive-cancel": { type: "string" },
   configure: { type: "string" },
   json: { type: "boolean" },
   counts: { type: "boolean" },
   "group-id": { type: "string" },
   "dedup-id": { type: "string" },
   "message-attr": { type: "string", multiple: true },
+  "max-messages": { type: "string", short: "n" },
+  to: { type: "string" },
+  rate: { type: "string" },
+  "no-wait": { type: "boolean" },
+  "client-side": { type: "boolean" },
   file: { type: "string", short: "f", multiple: true },
   // The Ruby tool's flag for what is now the only behaviour: accepted, with a notice.
   "release-on-fail": { type: "boolean", short: "E" },
@@ -70,13 +90,24 @@ const COMMAND_FLAGS: readonly Command[] = [
   "delete",
   "attr",
   "push",
+  "peek",
+  "purge",
+  "redrive",
+  "redrive-status",
+  "redrive-cancel",
   "configure",
   "exec",
   "run",
 ];
-const ADMIN_COMMANDS: ReadonlySet<Command> = new Set(["list", "create", "delete", "attr", "push"]);
-const QUEUE_COMMANDS: ReadonlySet<Command> = new Set(["create", "delete", "attr", "push"]);
 const ARGV_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
+/** Commands that talk to SQS and print a result (`--json` applies). */
+const ADMIN_COMMANDS: ReadonlySet<Command> = new Set(
+  COMMAND_FLAGS.filter((command) => !ARGV_COMMANDS.has(command)),
+);
+/** Admin commands that act on the queue `-q`. */
+const QUEUE_COMMANDS: ReadonlySet<Command> = new Set(
+  [...ADMIN_COMMANDS].filter((command) => command !== "list" && command !== "redrive-cancel"),
+);
 
 /** What the command line said, before files are read. */
 export interface ParsedFlags {
@@ -92,6 +123,10 @@ export interface ParsedFlags {
   messageAttrs: PushAttribute[];
   counts: boolean;
   json: boolean;
+  /** `-n/--max-messages` of `--peek`. */
+  maxMessages?: number;
+  /** `--to`, `--rate`, `--no-wait`, `--client-side`, `--redrive-cancel HANDLE`. */
+  redrive: RedriveInputs;
   /** How many words followed `--`. */
   argvCount: number;
   help: boolean;
@@ -119,6 +154,15 @@ function parseMessageAttr(text: string): PushAttribute {
   }
   if (value === "") throw new UsageError(`--message-attr ${name}: the value must not be empty`);
   return { name, value };
+}
+
+/** Parses a whole number from `min` to `max` given to a flag that is not a setting. */
+function parseCount(text: string, where: string, min: number, max: number): number {
+  const value = Number(text.trim());
+  if (!/^[0-9]+$/.test(text.trim()) || value < min || value > max) {
+    throw new UsageError(`${where} must be an integer from ${min} to ${max}, got '${text}'`);
+  }
+  return value;
 }
 
 function checkId(text: string, where: string): string {
@@ -149,6 +193,7 @@ export function parseFlags(argv: string[]): ParsedFlags {
     messageAttrs: [],
     counts: false,
     json: false,
+    redrive: { noWait: false, clientSide: false },
     argvCount: 0,
     help: false,
     version: false,
@@ -207,7 +252,36 @@ export function parseFlags(argv: string[]): ParsedFlags {
       case "list":
       case "create":
       case "delete":
+      case "peek":
+      case "purge":
+      case "redrive":
+      case "redrive-status":
         named.add(token.name);
+        break;
+      case "redrive-cancel":
+        // Real SQS handles are long base64 text; an emulator's are UUIDs.
+        if (!/^[\x21-\x7e]{1,2048}$/.test(value!)) {
+          throw new UsageError(
+            "--redrive-cancel needs the task handle that --redrive or --redrive-status printed",
+          );
+        }
+        parsed.redrive.taskHandle = value;
+        named.add("redrive-cancel");
+        break;
+      case "to":
+        parsed.redrive.to = checkQueue(value!, "--to");
+        break;
+      case "rate":
+        parsed.redrive.rate = parseCount(value!, "--rate", 1, MAX_MOVE_RATE);
+        break;
+      case "no-wait":
+        parsed.redrive.noWait = true;
+        break;
+      case "client-side":
+        parsed.redrive.clientSide = true;
+        break;
+      case "max-messages":
+        parsed.maxMessages = parseCount(value!, "-n/--max-messages", 1, MAX_PEEK);
         break;
       case "release-on-fail":
         parsed.notices.push(
@@ -276,7 +350,7 @@ export function chooseCommand(flags: ParsedFlags, merged: Settings): Command {
   if (merged.exec !== undefined) return "exec";
   if (merged.run !== undefined) return "run";
   throw new UsageError(
-    "no command: give one of --list, --create, --delete, --attr, --push, --configure, --exec, --run (see sqsrun --help)",
+    `no command: give one of ${COMMAND_FLAGS.map((c) => `--${c}`).join(", ")} (see sqsrun --help)`,
   );
 }
 
@@ -289,9 +363,11 @@ function checkApplicable(flags: ParsedFlags, command: Command, merged: Settings)
   if (flags.counts && command !== "list") {
     throw new UsageError(`--counts only applies to --list, not --${command}`);
   }
+  if (flags.groupId !== undefined && command !== "push" && command !== "redrive") {
+    throw new UsageError(`--group-id only applies to --push and --redrive, not --${command}`);
+  }
   for (
     const [given, name] of [
-      [flags.groupId, "--group-id"],
       [flags.dedupId, "--dedup-id"],
       [flags.messageAttrs.length > 0 ? "yes" : undefined, "--message-attr"],
     ] as const
@@ -300,10 +376,34 @@ function checkApplicable(flags: ParsedFlags, command: Command, merged: Settings)
       throw new UsageError(`${name} only applies to --push, not --${command}`);
     }
   }
-  if (flags.json && !ADMIN_COMMANDS.has(command)) {
+  const { redrive } = flags;
+  for (
+    const [given, name] of [
+      [redrive.to, "--to"],
+      [redrive.rate, "--rate"],
+      [redrive.noWait || undefined, "--no-wait"],
+      [redrive.clientSide || undefined, "--client-side"],
+    ] as const
+  ) {
+    if (given !== undefined && command !== "redrive") {
+      throw new UsageError(`${name} only applies to --redrive, not --${command}`);
+    }
+  }
+  if (redrive.noWait && redrive.clientSide) {
     throw new UsageError(
-      `--json only applies to --list, --create, --delete, --attr and --push, not --${command}`,
+      "--no-wait needs a move task on SQS; the --client-side move runs in the foreground",
     );
+  }
+  if (command === "redrive" && merged.timeout === 0) {
+    throw new UsageError(
+      "-t/--timeout 0 with --redrive would let a message being moved be received again: give at least 1",
+    );
+  }
+  if (flags.maxMessages !== undefined && command !== "peek") {
+    throw new UsageError(`-n/--max-messages only applies to --peek, not --${command}`);
+  }
+  if (flags.json && !ADMIN_COMMANDS.has(command)) {
+    throw new UsageError(`--json only applies to the admin commands, not --${command}`);
   }
   if (QUEUE_COMMANDS.has(command) && !merged.queue) {
     throw new UsageError(`--${command} needs -q/--queue`);
@@ -361,6 +461,8 @@ export async function parseCli(argv: string[], hooks: ParseCliOptions = {}): Pro
     counts: flags.counts,
     json: flags.json,
     configure: flags.configure,
+    ...(command === "redrive" || command === "redrive-cancel" ? { redrive: flags.redrive } : {}),
+    ...(command === "peek" ? { maxMessages: flags.maxMessages ?? DEFAULT_PEEK } : {}),
   });
   return { kind: "options", options, settings };
 }
@@ -380,6 +482,15 @@ Commands (exactly one; a job in a -f file counts as --exec/--run):
       --attr Key=Value            Set a queue attribute of -q (repeatable; with --create:
                                   attributes of the new queue)
       --push MESSAGE              Send MESSAGE to -q ('-' reads the body from stdin)
+      --peek                      Show up to -n messages of -q, bodies and attributes, deleting
+                                  none; each peek still counts as a receive toward the
+                                  queue's redrive policy (maxReceiveCount), as the console's does
+      --purge                     Delete every message of -q (they are lost, as with --delete)
+      --redrive                   Move the messages of dead-letter queue -q back to its source
+                                  queue (or --to) with a move task on SQS, else client-side;
+                                  shows progress until it ends
+      --redrive-status            List the recent message move tasks of dead-letter queue -q
+      --redrive-cancel HANDLE     Stop a running move task (messages moved so far stay moved)
       --configure PATH.yaml       Write the other options to a configuration file (mode 0600)
       --exec COMMAND              Run COMMAND for each message, body on its stdin
       --run SCRIPT                Call the 'run' function of module SCRIPT for each message
@@ -410,8 +521,9 @@ Job:
                                   --batch-size (default: auto)
       --shell                     Run --exec COMMAND through 'sh -c' (default: off)
       --env KEY=VALUE             Set an environment variable of the job (repeatable)
-      --backoff BASE[,MAX]        Delay a failed message BASE*2^(receives-1) seconds, at most
-                                  MAX (default: off, retry at once; MAX default: ${d.backoffMax})
+      --backoff BASE[,MAX]|off    Delay a failed message BASE*2^(receives-1) seconds, at most
+                                  MAX (default: ${DEFAULT_BACKOFF.base},${DEFAULT_BACKOFF.max}; MAX default: ${d.backoffMax}; off: retry
+                                  at once, as the Ruby tool)
       --max-receives N            Stop running a message received more than N times
                                   (default: no limit)
       --shutdown-timeout SEC      On SIGTERM/SIGINT, wait SEC for running jobs
@@ -442,6 +554,22 @@ Admin output:
                                   queue a fair queue's tenant)
       --dedup-id ID               With --push: deduplication id (FIFO queues)
       --message-attr Name=Value   With --push: a String message attribute (repeatable)
+  -n, --max-messages N            With --peek: how many messages to show, 1..${MAX_PEEK}
+                                  (default: ${DEFAULT_PEEK})
+
+Redrive (--redrive):
+      --to QUEUE                  Target queue (default: the one queue whose redrive policy
+                                  names -q; several or none need --to)
+      --rate N                    Move at most N messages per second, 1..${MAX_MOVE_RATE}
+                                  (default: as fast as SQS moves them)
+      --no-wait                   Print the move task's handle and exit; follow it with
+                                  --redrive-status, stop it with --redrive-cancel
+      --client-side               Move with receive, send and delete calls (the fallback where
+                                  the endpoint has no move tasks): same body and attributes,
+                                  deleted from -q only once sent; -t is how long a message
+                                  being moved stays hidden (default: ${DEFAULT_MOVE_VISIBILITY})
+      --group-id ID               From a standard queue to a FIFO queue: the group of every
+                                  moved message (FIFO to FIFO keeps each message's group)
 
 Other:
   -f, --file PATH.yaml            Read a configuration file (repeatable; later files, then

@@ -21,6 +21,11 @@ export type Command =
   | "delete"
   | "attr"
   | "push"
+  | "peek"
+  | "purge"
+  | "redrive"
+  | "redrive-status"
+  | "redrive-cancel"
   | "configure"
   | "exec"
   | "run";
@@ -42,6 +47,20 @@ export interface PushAttribute {
   value: string;
 }
 
+/** The per-call inputs of `--redrive` and `--redrive-cancel` (not settings: never in a file). */
+export interface RedriveInputs {
+  /** `--to`: the target queue; unset means the dead-letter queue's one source queue. */
+  to?: string;
+  /** `--rate`: most messages moved per second (1..500, the move task's own limit). */
+  rate?: number;
+  /** `--no-wait`: print the move task's handle and exit instead of following it. */
+  noWait: boolean;
+  /** `--client-side`: receive, send and delete instead of asking SQS for a move task. */
+  clientSide: boolean;
+  /** `--redrive-cancel HANDLE`. */
+  taskHandle?: string;
+}
+
 /** Everything an invocation needs, after files and flags were merged and defaults applied. */
 export interface Options {
   command: Command;
@@ -61,6 +80,10 @@ export interface Options {
   counts: boolean;
   json: boolean;
   configure?: string;
+  /** Only for `--redrive` and `--redrive-cancel`: absent for every other command. */
+  redrive?: RedriveInputs;
+  /** `-n/--max-messages` of `--peek` (default 10); absent for every other command. */
+  maxMessages?: number;
   // job
   exec?: string;
   run?: string;
@@ -125,6 +148,13 @@ export const DEFAULTS = {
   logLevel: "info",
 } as const;
 
+/**
+ * The default `--backoff`: a failed message waits 5 s, then 10, 20, ... up to 15 min
+ * before its next run, so one broken message cannot make a hot loop of receives,
+ * errors and log lines. `--backoff off` retries at once, as the Ruby tool did.
+ */
+export const DEFAULT_BACKOFF: Readonly<Backoff> = Object.freeze({ base: 5, max: 900 });
+
 /** The longest visibility timeout and delay SQS accepts, in seconds. */
 export const MAX_VISIBILITY = 43200;
 /**
@@ -166,7 +196,8 @@ export interface Settings {
   concurrency?: number;
   batchSize?: number;
   prefetch?: number | "auto";
-  backoff?: Backoff;
+  /** `--backoff`; "off" retries at once. */
+  backoff?: Backoff | "off";
   maxReceives?: number;
   daemon?: string;
   log?: string;
@@ -375,11 +406,12 @@ function checkEnvName(name: string, where: string): string {
   return name;
 }
 
-/** Parses `BASE[,MAX]` seconds of `--backoff`. */
-export function parseBackoff(text: string, where: string): Backoff {
+/** Parses `BASE[,MAX]` seconds of `--backoff`, or `off`. */
+export function parseBackoff(text: string, where: string): Backoff | "off" {
+  if (text.trim() === "off") return "off";
   const match = /^\s*([0-9]+)\s*(?:,\s*([0-9]+)\s*)?$/.exec(text);
   if (!match) {
-    throw new UsageError(`${where} must be BASE[,MAX] in whole seconds, got '${text}'`);
+    throw new UsageError(`${where} must be BASE[,MAX] in whole seconds or off, got '${text}'`);
   }
   return checkBackoff(
     {
@@ -424,7 +456,8 @@ function checkRegion(text: string, where: string): string {
   return text;
 }
 
-function checkQueue(text: string, where: string): string {
+/** Checks a queue name or URL as `-q` does; `where` names the flag in the error. */
+export function checkQueue(text: string, where: string): string {
   checkText(text, where);
   if (/^https?:\/\//i.test(text)) return checkUrl(text, where);
   if (!QUEUE_NAME.test(text) || text.length > MAX_QUEUE_NAME) {
@@ -608,7 +641,7 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
       if (typeof value === "number") {
         return set(checkBackoff({ base: value, max: DEFAULTS.backoffMax }, where));
       }
-      if (typeof value !== "string") throw wrongType("BASE or 'BASE,MAX' (seconds)");
+      if (typeof value !== "string") throw wrongType("BASE, 'BASE,MAX' (seconds) or off");
       return set(parseBackoff(value, where));
     case "list":
       if (!Array.isArray(value)) throw wrongType("a list of strings");
@@ -694,6 +727,8 @@ export interface Invocation {
   counts?: boolean;
   json?: boolean;
   configure?: string;
+  redrive?: RedriveInputs;
+  maxMessages?: number;
 }
 
 /** Commands that run the worker, or write its configuration: the job timings matter to them. */
@@ -860,6 +895,8 @@ export function resolveOptions(invocation: Invocation): Options {
     counts: invocation.counts ?? false,
     json: invocation.json ?? false,
     configure: invocation.configure,
+    ...(invocation.redrive ? { redrive: { ...invocation.redrive } } : {}),
+    ...(invocation.maxMessages !== undefined ? { maxMessages: invocation.maxMessages } : {}),
     exec: s.exec,
     run: s.run,
     args: s.args ?? [],
@@ -877,7 +914,7 @@ export function resolveOptions(invocation: Invocation): Options {
     concurrency: s.concurrency ?? DEFAULTS.concurrency,
     batchSize: s.batchSize ?? DEFAULTS.batchSize,
     prefetch: s.prefetch ?? "auto",
-    backoff: s.backoff,
+    backoff: s.backoff === "off" ? undefined : s.backoff ?? { ...DEFAULT_BACKOFF },
     maxReceives: s.maxReceives,
     daemon: s.daemon,
     log: s.log,
@@ -1018,8 +1055,8 @@ export function settingsToConfig(settings: Settings): Record<string, unknown> {
     const value = settings[spec.field];
     if (value === undefined) continue;
     if (spec.kind === "backoff") {
-      const backoff = value as Backoff;
-      out[spec.key] = `${backoff.base},${backoff.max}`;
+      const backoff = value as Backoff | "off";
+      out[spec.key] = backoff === "off" ? "off" : `${backoff.base},${backoff.max}`;
     } else if (spec.kind === "pairs" || spec.kind === "env") {
       if (Object.keys(value as Record<string, string>).length === 0) continue;
       out[spec.key] = { ...(value as Record<string, string>) };

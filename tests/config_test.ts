@@ -13,6 +13,7 @@ import {
   parseConfigText,
   renderConfig,
   resolveOptions,
+  settingsToConfig,
   type Settings,
 } from "../src/config.ts";
 import { UsageError } from "../src/errors.ts";
@@ -76,7 +77,7 @@ Deno.test("defaults and derived values", async () => {
     concurrency: 1,
     batchSize: 10,
     prefetch: "auto",
-    backoff: undefined,
+    backoff: { base: 5, max: 900 },
     maxReceives: undefined,
     daemon: undefined,
     log: undefined,
@@ -108,6 +109,17 @@ Deno.test("derived values follow -t unless given, and shutdown follows the kill 
   const d = await optionsOf(["--exec", "./w", "-q", "q", "-t", "1"]);
   equal(d.extendTimeout, 0.75);
   equal(d.killTimeout, 5);
+});
+
+Deno.test("--backoff: 5,900 by default, off retries at once, and --configure keeps off", async () => {
+  equal((await optionsOf(["--exec", "./w", "-q", "q"])).backoff?.base, 5);
+  equal((await optionsOf(["--exec", "./w", "-q", "q", "--backoff", "off"])).backoff, undefined);
+  deepStrictEqual(
+    (await optionsOf(["--exec", "./w", "-q", "q", "--backoff", "30"])).backoff,
+    { base: 30, max: 900 },
+  );
+  deepStrictEqual(settingsToConfig({ backoff: "off" }), { backoff: "off" });
+  equal(parseConfigText("queue: q\nexec: ./w\nbackoff: 'off'\n", "f.yaml").backoff, "off");
 });
 
 Deno.test("the derived kill timeout stops a minute short of SQS's 12-hour visibility limit", async () => {

@@ -111,7 +111,7 @@ export async function run(body: string, context: { receiveCount: number }): Prom
 `,
       );
       const [okId, failId] = await sendMessages(fixture.client, fixture.url, ["fine", "fail"]);
-      const worker = fixture.worker(["--run", job]);
+      const worker = fixture.worker(["--run", job, "--backoff", "off"]);
       await waitUntil("three runs", async () => (await fixture.ledger()).length >= 3);
       await waitUntil("the queue is empty", () => queueEmpty(fixture));
       deepStrictEqual((await fixture.ledger()).sort(), ["fail 1", "fail 2", "fine 1"]);

@@ -188,6 +188,19 @@ echo "complaint" >&2`,
     });
   });
 
+  test("by default a failed message comes back after a back-off of 5 s, doubling per receive", async () => {
+    await withFixture(backend, {}, async (fixture) => {
+      const job = await fixture.script("job.sh", `echo ran >> "$LEDGER"; exit 1`);
+      await sendMessages(fixture.client, fixture.url, ["fails"]);
+      const worker = fixture.worker(["--exec", job, "--wait", "1"]);
+      const released = await worker.waitForLine((line) => line.msg === "message released");
+      strictEqual(released.visible_in_s, 5);
+      // Not a hot loop: no second run within the back-off.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      deepStrictEqual(await fixture.ledgerLines(), ["ran"]);
+    });
+  });
+
   test("a failing job releases its message, which runs again with a growing receive count", async () => {
     await withFixture(backend, {}, async (fixture) => {
       const job = await fixture.script(
@@ -195,7 +208,7 @@ echo "complaint" >&2`,
         `echo "$SQSRUN_RECEIVE_COUNT" >> "$LEDGER"; [ "$SQSRUN_RECEIVE_COUNT" -ge 3 ] || exit 7`,
       );
       await sendMessages(fixture.client, fixture.url, ["retry me"]);
-      const worker = fixture.worker(["--exec", job, "--wait", "1"]);
+      const worker = fixture.worker(["--exec", job, "--backoff", "off", "--wait", "1"]);
       await waitUntil("the third run", async () => (await fixture.ledgerLines()).length >= 3);
       await waitUntil("the queue is empty", () => queueEmpty(fixture));
       deepStrictEqual(await fixture.ledgerLines(), ["1", "2", "3"]);
@@ -363,7 +376,7 @@ echo "done $body $(date +%s%N)" >> "$LEDGER"`,
         messages.push({ body: `A-${i}`, groupId: "A" }, { body: `B-${i}`, groupId: "B" });
       }
       await sendMessages(fixture.client, fixture.url, messages);
-      fixture.worker(["--exec", job, "-c", "4", "--wait", "1"]);
+      fixture.worker(["--exec", job, "-c", "4", "--backoff", "off", "--wait", "1"]);
       await waitUntil(
         "all done",
         async () =>
@@ -671,7 +684,9 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
         `echo "run $SQSRUN_RECEIVE_COUNT" >> "$LEDGER"; exit 1`,
       );
       await sendMessages(fixture.client, fixture.url, ["poison"]);
-      const worker = fixture.worker(["--exec", job, "--max-receives", "2", "--wait", "1"]);
+      const worker = fixture.worker(
+        ["--exec", job, "--max-receives", "2", "--backoff", "off", "--wait", "1"],
+      );
       const parked = await worker.waitForLine((line) => line.msg.startsWith("poison message"));
       strictEqual(parked.receive_count, 3);
       strictEqual(parked.max_receives, 2);

@@ -66,7 +66,8 @@ ${LEDGER_END}`,
   const ids = await pushBodies(client, url, bodies);
   const checks = new Checks();
   const worker = launchWorker({
-    args: ["-q", url, "--exec", job, "-c", "4", "-t", "5", "--wait", "1"],
+    // Immediate retries: the scenario is about the redrive, not the back-off.
+    args: ["-q", url, "--exec", job, "-c", "4", "-t", "5", "--backoff", "off", "--wait", "1"],
     env: context.workerEnv(),
     logPath: join(dir, "worker.log"),
   });
