@@ -1,7 +1,8 @@
 /**
- * The admin commands: `--list`, `--create`, `--delete`, `--attr`, `--push`. Each
- * prints a short result a script can use (queue names, a queue URL, a message id),
- * or one line of JSON with `--json`.
+ * The admin commands: `--list`, `--create`, `--delete`, `--attr`, `--push`, `--peek`,
+ * `--purge`, and the redrive commands of `redrive.ts`. Each prints a short result a
+ * script can use (queue names, a queue URL, a message id), or one line of JSON with
+ * `--json`.
  *
  * @module
  */
@@ -10,8 +11,11 @@ import {
   DeleteQueueCommand,
   GetQueueAttributesCommand,
   ListQueuesCommand,
+  type Message,
   type MessageAttributeValue,
+  PurgeQueueCommand,
   QueueAttributeName,
+  ReceiveMessageCommand,
   SendMessageCommand,
   SetQueueAttributesCommand,
   type SQSClient,
@@ -26,6 +30,13 @@ import {
 } from "./aws.ts";
 import { MAX_BODY_BYTES, type Options } from "./config.ts";
 import { RuntimeError, UsageError } from "./errors.ts";
+import {
+  checkQueueEndpoint,
+  escapeControls,
+  redriveCancel,
+  redriveStatus,
+  runRedrive,
+} from "./redrive.ts";
 
 /** Where admin commands write their result and read a message body. */
 export interface AdminIo {
@@ -33,6 +44,8 @@ export interface AdminIo {
   print(line: string): void;
   /** Reads stdin up to `limit` bytes; returning more than `limit` means "too large". */
   readStdin(limit: number): Promise<Uint8Array>;
+  /** Writes one progress line (no `sqsrun: ` prefix); default: to stderr with the prefix. */
+  progress?(line: string): void;
 }
 
 /** Hooks of {@linkcode runAdmin}; by default a client is built from the options. */
@@ -65,6 +78,21 @@ export async function runAdmin(
       case "push":
         await pushMessage(client, options, io);
         break;
+      case "peek":
+        await peekMessages(client, options, io);
+        break;
+      case "purge":
+        await purgeQueue(client, options, io);
+        break;
+      case "redrive":
+        await runRedrive(client, options, io);
+        break;
+      case "redrive-status":
+        await redriveStatus(client, options, io);
+        break;
+      case "redrive-cancel":
+        await redriveCancel(client, options, io);
+        break;
       default:
         throw new UsageError(`--${options.command} is not an admin command`);
     }
@@ -96,7 +124,11 @@ export interface QueueCounts {
   delayed: number;
 }
 
-async function queueCounts(client: SQSClient, url: string): Promise<QueueCounts | undefined> {
+/** The approximate counts of a queue; undefined when it does not exist (any more). */
+export async function queueCounts(
+  client: SQSClient,
+  url: string,
+): Promise<QueueCounts | undefined> {
   try {
     const result = await client.send(
       new GetQueueAttributesCommand({
@@ -327,4 +359,114 @@ async function pushMessage(client: SQSClient, options: Options, io: AdminIo): Pr
   } else {
     io.print(id);
   }
+}
+
+/** A message as `--peek --json` prints it. */
+interface PeekedMessage {
+  message_id: string;
+  body: string;
+  /** SQS's own attributes (SentTimestamp, ApproximateReceiveCount, MessageGroupId...). */
+  attributes: Record<string, string>;
+  /** Message attributes: type and value, a Binary value in base64. */
+  message_attributes: Record<string, { type: string; value: string }>;
+}
+
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text);
+}
+
+function toPeeked(message: Message): PeekedMessage {
+  const attributes: PeekedMessage["message_attributes"] = {};
+  for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
+    const binary = value.BinaryValue;
+    attributes[name] = {
+      type: value.DataType ?? "String",
+      value: binary ? base64(binary) : value.StringValue ?? "",
+    };
+  }
+  return {
+    message_id: message.MessageId ?? "",
+    body: message.Body ?? "",
+    attributes: { ...message.Attributes },
+    message_attributes: attributes,
+  };
+}
+
+/**
+ * `--peek`: receives with visibility timeout 0, so every message stays where it is
+ * for everyone else, and deletes nothing. Each receive still counts toward the
+ * queue's maxReceiveCount. Receives stop at -n messages, or when one brings nothing new.
+ */
+async function peekMessages(client: SQSClient, options: Options, io: AdminIo): Promise<void> {
+  checkQueueEndpoint(options, options.queue!, "-q/--queue");
+  const url = await queueUrl(client, options);
+  const wanted = options.maxMessages ?? 10;
+  const seen = new Map<string, PeekedMessage>();
+  for (let call = 0; seen.size < wanted && call < Math.ceil(wanted / 10) + 3; call++) {
+    let messages: Message[];
+    try {
+      const result = await client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: url,
+          MaxNumberOfMessages: Math.min(10, wanted - seen.size),
+          VisibilityTimeout: 0,
+          WaitTimeSeconds: 1,
+          MessageSystemAttributeNames: ["All"],
+          MessageAttributeNames: ["All"],
+        }),
+      );
+      messages = result.Messages ?? [];
+    } catch (error) {
+      throw toRuntimeError(error, subject(url));
+    }
+    const before = seen.size;
+    for (const message of messages) {
+      const id = message.MessageId ?? "";
+      if (!seen.has(id) && seen.size < wanted) seen.set(id, toPeeked(message));
+    }
+    if (seen.size === before) break;
+  }
+  const messages = [...seen.values()];
+  if (options.json) {
+    io.print(JSON.stringify({ name: queueName(url), url, messages }));
+    return;
+  }
+  for (const message of messages) {
+    const system = message.attributes;
+    const sent = Number(system.SentTimestamp);
+    const header = [
+      `== message ${message.message_id}`,
+      system.ApproximateReceiveCount && `received ${system.ApproximateReceiveCount} times`,
+      Number.isFinite(sent) && sent > 0 && `sent ${new Date(sent).toISOString()}`,
+      system.MessageGroupId && `group ${system.MessageGroupId}`,
+    ].filter(Boolean).join("  ");
+    io.print(escapeControls(header));
+    for (const [name, { type, value }] of Object.entries(message.message_attributes)) {
+      io.print(escapeControls(`   attribute ${name} (${type}): ${value}`));
+    }
+    io.print(escapeControls(message.body));
+  }
+}
+
+/** `--purge`: PurgeQueue, every message of the queue is gone (SQS: once per 60 s). */
+async function purgeQueue(client: SQSClient, options: Options, io: AdminIo): Promise<void> {
+  checkQueueEndpoint(options, options.queue!, "-q/--queue");
+  const url = await queueUrl(client, options);
+  try {
+    await client.send(new PurgeQueueCommand({ QueueUrl: url }));
+  } catch (error) {
+    if (
+      errorCode(error) === "PurgeQueueInProgress" ||
+      errorCode(error) === "AWS.SimpleQueueService.PurgeQueueInProgress"
+    ) {
+      throw new RuntimeError(
+        `${subject(url)}: a purge is already under way (SQS allows one per queue every 60 s)`,
+        { cause: error },
+      );
+    }
+    throw toRuntimeError(error, subject(url));
+  }
+  io.print(options.json ? JSON.stringify({ name: queueName(url), url, purged: true }) : url);
 }

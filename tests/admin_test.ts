@@ -1,6 +1,6 @@
 /**
  * Black-box tests of the admin commands (`--list`, `--create`, `--delete`, `--attr`,
- * `--push`) against both emulators, with the AWS CLI as the independent check of
+ * `--push`, `--peek`, `--purge`) against both emulators, with the AWS CLI as the independent check of
  * what sqsrun did.
  */
 import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
@@ -410,6 +410,131 @@ for (const backend of sqsBackends()) {
     assertOk(await sqsrun([...flag, "--delete", "-q", queue], undefined, wrong), "delete");
   });
 
+  // --peek and --purge. Both emulators implement PurgeQueue; neither enforces SQS's one
+  // purge per 60 s.
+  Deno.test(`--peek shows bodies and attributes and leaves the messages (${name})`, async () => {
+    const { sqsrun, aws } = clients(backend);
+    const queue = uniqueName("peek");
+    const [url] = assertOk(await sqsrun(["--create", "-q", queue]), "create");
+    try {
+      deepStrictEqual(assertOk(await sqsrun(["--peek", "-q", queue]), "empty"), [], "nothing");
+      assertOk(
+        await sqsrun(["-q", queue, "--push", "first\nsecond line", "--message-attr", "kind=a"]),
+        "push",
+      );
+      await aws([
+        "send-message",
+        "--queue-url",
+        url,
+        "--message-body",
+        "carriage\rreturn",
+        "--message-attributes",
+        '{"n":{"DataType":"Number","StringValue":"42"},"raw":{"DataType":"Binary","BinaryValue":"hi"}}',
+      ]);
+
+      const text = assertOk(await sqsrun(["--peek", "-q", queue]), "peek");
+      const headers = text.filter((line) => line.startsWith("== message "));
+      equal(headers.length, 2, text.join("\n"));
+      ok(headers.every((line) => /received \d+ times {2}sent \d{4}-\d\d-\d\dT/.test(line)));
+      ok(text.includes("   attribute kind (String): a"), text.join("\n"));
+      ok(text.includes("   attribute n (Number): 42"), text.join("\n"));
+      // AWS CLI v1 sends a blob argument as its bytes: "hi", shown in base64.
+      ok(text.includes("   attribute raw (Binary): aGk="), text.join("\n"));
+      ok(text.includes("first") && text.includes("second line"), "the body as it is");
+      ok(text.includes("carriage\\x0dreturn"), "a carriage return is escaped");
+
+      const json = assertOk(await sqsrun(["--peek", "-q", url, "--json"]), "peek json");
+      equal(json.length, 1, "one JSON object");
+      const out = JSON.parse(json[0]);
+      deepStrictEqual(Object.keys(out).sort(), ["messages", "name", "url"]);
+      equal(out.name, queue);
+      equal(out.messages.length, 2);
+      const bodies = out.messages.map((m: { body: string }) => m.body).sort();
+      deepStrictEqual(bodies, ["carriage\rreturn", "first\nsecond line"]);
+      const binary = out.messages.find((m: { body: string }) => m.body.startsWith("carriage"));
+      deepStrictEqual(binary.message_attributes, {
+        n: { type: "Number", value: "42" },
+        raw: { type: "Binary", value: "aGk=" },
+      });
+      ok(Number(binary.attributes.ApproximateReceiveCount) >= 2, "a peek is a receive");
+
+      equal(
+        assertOk(await sqsrun(["--peek", "-q", queue, "-n", "1"]), "-n 1")[0].slice(0, 11),
+        "== message ",
+      );
+      const one = JSON.parse(
+        assertOk(await sqsrun(["--peek", "-q", queue, "-n", "1", "--json"]), "-n 1 json")[0],
+      );
+      equal(one.messages.length, 1);
+
+      // Nothing was deleted, and the messages are visible at once to anyone else.
+      equal((await queueAttributes(aws, url)).ApproximateNumberOfMessages, "2");
+      const received = await aws([
+        "receive-message",
+        "--queue-url",
+        url,
+        "--max-number-of-messages",
+        "10",
+        "--wait-time-seconds",
+        "2",
+        "--attribute-names",
+        "All",
+      ]);
+      const messages = received.Messages as { Attributes: Record<string, string> }[];
+      equal(messages.length, 2);
+      ok(messages.every((m) => Number(m.Attributes.ApproximateReceiveCount) >= 4));
+    } finally {
+      await sqsrun(["--delete", "-q", queue]);
+    }
+  });
+
+  Deno.test(`--peek counts toward maxReceiveCount, as --help says (${name})`, async () => {
+    const { sqsrun, aws } = clients(backend);
+    const dlq = uniqueName("peek-dlq");
+    const queue = uniqueName("peek-src");
+    const [dlqUrl] = assertOk(await sqsrun(["--create", "-q", dlq]), "create dlq");
+    const arn = (await queueAttributes(aws, dlqUrl)).QueueArn;
+    const policy = JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: "1" });
+    const [url] = assertOk(
+      await sqsrun(["--create", "-q", queue, "--attr", `RedrivePolicy=${policy}`]),
+      "create",
+    );
+    try {
+      assertOk(await sqsrun(["-q", queue, "--push", "fragile"]), "push");
+      for (let i = 0; i < 3; i++) assertOk(await sqsrun(["--peek", "-q", queue]), `peek ${i}`);
+      // The second receive went past maxReceiveCount 1: the message is in the DLQ.
+      equal((await queueAttributes(aws, url)).ApproximateNumberOfMessages, "0");
+      equal((await queueAttributes(aws, dlqUrl)).ApproximateNumberOfMessages, "1");
+    } finally {
+      await sqsrun(["--delete", "-q", queue]);
+      await sqsrun(["--delete", "-q", dlq]);
+    }
+  });
+
+  Deno.test(`--purge empties a queue (${name})`, async () => {
+    const { sqsrun, aws } = clients(backend);
+    const queue = uniqueName("purge");
+    const [url] = assertOk(await sqsrun(["--create", "-q", queue]), "create");
+    try {
+      for (let i = 0; i < 5; i++) assertOk(await sqsrun(["-q", queue, "--push", `m${i}`]), "push");
+      equal((await queueAttributes(aws, url)).ApproximateNumberOfMessages, "5");
+      deepStrictEqual(assertOk(await sqsrun(["--purge", "-q", queue]), "purge"), [url]);
+      const after = await queueAttributes(aws, url);
+      equal(after.ApproximateNumberOfMessages, "0");
+      equal(after.ApproximateNumberOfMessagesNotVisible, "0");
+      const json = assertOk(await sqsrun(["--purge", "-q", url, "--json"]), "purge json");
+      deepStrictEqual(JSON.parse(json[0]), { name: queue, url, purged: true });
+    } finally {
+      await sqsrun(["--delete", "-q", queue]);
+    }
+    for (const command of ["--purge", "--peek", "--redrive-status"]) {
+      assertOneLineError(await sqsrun([command, "-q", queue]), 1, [
+        `queue '${queue}'`,
+        "does not exist",
+      ], command);
+    }
+  });
+
   Deno.test(`no credentials at all is one line, exit 1 (${name})`, async () => {
     // Both emulators accept any key, so "bad credentials" cannot be provoked; a
     // machine with no credentials anywhere can.
@@ -449,6 +574,12 @@ Deno.test("an unreachable endpoint fails every admin command quickly, exit 1", a
       ["--delete", "-q", "q"],
       ["--attr", "DelaySeconds=1", "-q", "q"],
       ["--push", "x", "-q", "q"],
+      ["--peek", "-q", "q"],
+      ["--purge", "-q", "q"],
+      ["--redrive", "-q", "q"],
+      ["--redrive", "-q", "q", "--to", "t", "--client-side"],
+      ["--redrive-status", "-q", "q"],
+      ["--redrive-cancel", "handle"],
     ]
   ) {
     const result = await runCli(["--endpoint-url", "http://127.0.0.1:1", ...args], {

@@ -104,6 +104,58 @@ const BAD_INPUTS: [string[], number, string[]][] = [
   [["--attr", "VisibilityTimeout=99999", "-q", "q"], 2, ["VisibilityTimeout", "0 to 43200"]],
   [["--attr", "DelaySeconds=soon", "-q", "q"], 2, ["DelaySeconds=soon", "0 to 900"]],
   [["--create", "-q", "q", "--attr", "MaximumMessageSize=512"], 2, ["1024 to 1048576"]],
+  // Peek, purge and redrive.
+  [["--peek"], 2, ["--peek", "-q/--queue"]],
+  [["--purge"], 2, ["--purge", "-q/--queue"]],
+  [["--redrive"], 2, ["--redrive", "-q/--queue"]],
+  [["--redrive-status"], 2, ["--redrive-status", "-q/--queue"]],
+  [["--redrive-cancel"], 2, ["--redrive-cancel", "value"]],
+  [["--redrive-cancel="], 2, ["--redrive-cancel", "task handle"]],
+  [["--redrive-cancel", "has space"], 2, ["--redrive-cancel", "task handle"]],
+  [["--peek", "--purge", "-q", "q"], 2, ["--peek", "--purge"]],
+  [["--redrive", "--redrive-cancel", "h", "-q", "q"], 2, ["--redrive", "--redrive-cancel"]],
+  [["--peek", "-q", "q", "-n", "0"], 2, ["-n/--max-messages", "1 to 1000", "'0'"]],
+  [["--peek", "-q", "q", "-n", "1001"], 2, ["-n/--max-messages", "'1001'"]],
+  [["--peek", "-q", "q", "-n", "many"], 2, ["-n/--max-messages", "'many'"]],
+  [["-n", "3", "--list"], 2, ["-n/--max-messages", "--peek"]],
+  [["--redrive", "-q", "d", "--rate", "0"], 2, ["--rate", "1 to 500", "'0'"]],
+  [["--redrive", "-q", "d", "--rate", "501"], 2, ["--rate", "'501'"]],
+  [["--redrive", "-q", "d", "--rate", "1.5"], 2, ["--rate", "'1.5'"]],
+  [["--redrive", "-q", "d", "--to", "bad/name"], 2, ["--to", "'bad/name'"]],
+  [["--redrive", "-q", "d", "--to"], 2, ["--to", "value"]],
+  [["--redrive", "-q", "d", "--to", "d"], 2, ["--to", "itself"]],
+  [["--to", "q", "--purge", "-q", "d"], 2, ["--to", "only applies to --redrive"]],
+  [["--rate", "5", "--peek", "-q", "d"], 2, ["--rate", "only applies to --redrive"]],
+  [["--no-wait", "--redrive-status", "-q", "d"], 2, ["--no-wait", "--redrive"]],
+  [["--client-side", "--list"], 2, ["--client-side", "--redrive"]],
+  [["--redrive", "-q", "d", "--no-wait", "--client-side"], 2, ["--no-wait", "--client-side"]],
+  [["--redrive", "-q", "d", "-t", "0"], 2, ["-t/--timeout 0", "--redrive"]],
+  [["--redrive", "-q", "d", "--to", "q.fifo"], 2, ["standard queue 'd'", "--group-id"]],
+  [["--redrive", "-q", "d.fifo", "--to", "q", "--group-id", "g"], 2, ["--group-id"]],
+  [["--redrive", "-q", "d", "--group-id", "g"], 2, ["--group-id", "--to a FIFO queue"]],
+  [["--dedup-id", "x", "--redrive", "-q", "d"], 2, ["--dedup-id", "--push"]],
+  [["--group-id", "g", "--peek", "-q", "d"], 2, ["--group-id", "--peek"]],
+  [
+    ["--redrive", "-q", "http://127.0.0.1:1/000000000000/d", "--to", "http://127.0.0.1:2/0/q"],
+    2,
+    ["--to http://127.0.0.1:2/0/q", "not on the SQS endpoint http://127.0.0.1:1"],
+  ],
+  [
+    ["--peek", "-q", "http://127.0.0.1:1/000000000000/d", "--endpoint-url", "http://127.0.0.1:2"],
+    2,
+    ["-q/--queue", "not on the SQS endpoint http://127.0.0.1:2"],
+  ],
+  [
+    [
+      "--purge",
+      "-q",
+      "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+      "--region",
+      "us-east-1",
+    ],
+    2,
+    ["region eu-west-1", "us-east-1"],
+  ],
 ];
 
 Deno.test("-E/--release-on-fail of the Ruby tool is accepted with a one-line notice", async () => {
@@ -198,6 +250,16 @@ const ALL_FLAGS = [
   "--group-id",
   "--dedup-id",
   "--message-attr",
+  "--peek",
+  "--purge",
+  "--redrive",
+  "--redrive-status",
+  "--redrive-cancel",
+  "--max-messages",
+  "--to",
+  "--rate",
+  "--no-wait",
+  "--client-side",
 ];
 
 Deno.test("help lists every flag with its default and exits 0", async () => {
@@ -224,7 +286,11 @@ Deno.test("help lists every flag with its default and exits 0", async () => {
     ) {
       ok(result.stdout.includes(text), `help shows ${text}`);
     }
-    for (const short of ["-k,", "-s,", "-q,", "-t,", "-e,", "-x,", "-X,", "-i,", "-d,", "-f,"]) {
+    ok(result.stdout.includes("counts as a receive toward the"), "--peek counts as a receive");
+    ok(/--purge .*lost, as with --delete/.test(result.stdout), "--purge is as destructive");
+    for (
+      const short of ["-k,", "-s,", "-q,", "-t,", "-e,", "-x,", "-X,", "-i,", "-d,", "-f,", "-n,"]
+    ) {
       ok(result.stdout.includes(`  ${short} --`), `help lists ${short}`);
     }
     ok(result.stdout.split("\n").every((line) => line.length <= 100), "lines fit 100 columns");
