@@ -13,8 +13,8 @@ import {
   parseConfigText,
   renderConfig,
   resolveOptions,
-  settingsToConfig,
   type Settings,
+  settingsToConfig,
 } from "../src/config.ts";
 import { UsageError } from "../src/errors.ts";
 import { runCli } from "./support/cli.ts";

@@ -16,7 +16,9 @@ import {
   detectIsolation,
   findExecutable,
   findSetsid,
+  GO_BYTE,
   makesSessionLeader,
+  NO_GO_STATUS,
 } from "../src/worker/isolation.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -84,6 +86,58 @@ function runnerFor(arch: HelperArch): string[] | undefined {
   return qemu ? [qemu] : undefined;
 }
 
+/**
+ * Runs `program` with `input` written to its stdin and closed (an empty input:
+ * stdin ends at once, as when the worker died before its go byte).
+ */
+async function runWithInput(
+  program: string,
+  args: string[],
+  input: Uint8Array,
+  env: Record<string, string> = {},
+): Promise<Deno.CommandOutput> {
+  const child = new Deno.Command(program, {
+    args,
+    env,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  // Read while writing (the output may be as big as the input); a program that
+  // does not read all of its stdin may close it first.
+  const output = child.output();
+  await writer.write(input).catch(() => {});
+  await writer.close().catch(() => {});
+  return await output;
+}
+
+const GO = new Uint8Array([GO_BYTE]);
+
+function withGo(body: Uint8Array): Uint8Array {
+  const input = new Uint8Array(body.length + 1);
+  input[0] = GO_BYTE;
+  input.set(body, 1);
+  return input;
+}
+
+/** Resolves once process `pid` is gone or a zombie; rejects after `ms`. */
+async function gone(pid: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let state: string;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+      state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    } catch {
+      return;
+    }
+    if (state === "Z") return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} still runs after ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 for (const arch of ["x86_64", "aarch64"] as const) {
   const runner = runnerFor(arch);
   Deno.test({
@@ -96,11 +150,12 @@ for (const arch of ["x86_64", "aarch64"] as const) {
         await Deno.writeFile(helper, sessionHelperImage(arch), { mode: 0o700 });
         const [program, ...prefix] = [...runner!, helper];
         const script = 'read -r stat </proc/self/stat; echo "$stat"; echo "$1 $JOB_VAR"; exit 42';
-        const output = await new Deno.Command(program, {
-          args: [...prefix, "/bin/sh", "-c", script, "sh", "first argument"],
-          env: { JOB_VAR: "from the environment" },
-          stdin: "null",
-        }).output();
+        const output = await runWithInput(
+          program,
+          [...prefix, "/bin/sh", "-c", script, "sh", "first argument"],
+          GO,
+          { JOB_VAR: "from the environment" },
+        );
         assert.equal(output.code, 42);
         const [stat, echoed] = new TextDecoder().decode(output.stdout).trimEnd().split("\n");
         const pid = stat.slice(0, stat.indexOf(" "));
@@ -108,12 +163,95 @@ for (const arch of ["x86_64", "aarch64"] as const) {
         assert.deepEqual([group, session], [pid, pid], `not a session leader: ${stat}`);
         assert.equal(echoed, "first argument from the environment");
 
-        const missing = await new Deno.Command(program, {
-          args: [...prefix, join(dir, "no-such-program")],
-          stdin: "null",
-        }).output();
+        const missing = await runWithInput(program, [...prefix, join(dir, "no-such-program")], GO);
         assert.equal(missing.code, 127);
         assert.equal(new TextDecoder().decode(missing.stderr), HELPER_MESSAGE);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+
+  Deno.test({
+    name: `session helper: the ${arch} image runs nothing when its stdin ends before the go byte`,
+    ignore: runner === undefined,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "sqsrun-helper-" });
+      try {
+        const helper = join(dir, "helper");
+        await Deno.writeFile(helper, sessionHelperImage(arch), { mode: 0o700 });
+        const [program, ...prefix] = [...runner!, helper];
+        const marker = join(dir, "ran");
+        const args = [...prefix, "/bin/sh", "-c", 'echo ran > "$0"', marker];
+        const output = await runWithInput(program, args, new Uint8Array(0));
+        assert.equal(output.code, NO_GO_STATUS);
+        assert.deepEqual([output.stdout.length, output.stderr.length], [0, 0]);
+        await assert.rejects(Deno.stat(marker), Deno.errors.NotFound, "the program ran");
+        // Any one byte is the go.
+        assert.equal((await runWithInput(program, args, new Uint8Array([0x41]))).code, 0);
+        assert.equal(await Deno.readTextFile(marker), "ran\n");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+
+  Deno.test({
+    name: `session helper: the ${arch} image takes exactly the go byte; the job reads the rest`,
+    ignore: runner === undefined,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "sqsrun-helper-" });
+      try {
+        const helper = join(dir, "helper");
+        await Deno.writeFile(helper, sessionHelperImage(arch), { mode: 0o700 });
+        const [program, ...prefix] = [...runner!, helper];
+        const big = new Uint8Array(1024 * 1024);
+        for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 11)) & 0xff;
+        const bodies = [new Uint8Array(0), new TextEncoder().encode("\nline\n"), big];
+        for (const body of bodies) {
+          const output = await runWithInput(program, [...prefix, "/bin/cat"], withGo(body));
+          assert.equal(output.code, 0);
+          assert.equal(output.stdout.length, body.length);
+          assert.ok(output.stdout.every((byte, i) => byte === body[i]), "the body changed");
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+
+  Deno.test({
+    name: `session helper: the ${arch} image's job is killed when the helper's parent dies`,
+    ignore: runner === undefined,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "sqsrun-helper-" });
+      try {
+        const helper = join(dir, "helper");
+        await Deno.writeFile(helper, sessionHelperImage(arch), { mode: 0o700 });
+        // The parent shell starts the job through the helper, says its pid, and
+        // waits to be killed; nothing but PR_SET_PDEATHSIG ends the job then.
+        const parent = new Deno.Command("/bin/sh", {
+          args: [
+            "-c",
+            `printf '\\n' | "$@" & echo $!; exec sleep 300`,
+            "sh",
+            ...runner!,
+            helper,
+            "/bin/sleep",
+            "300",
+          ],
+          stdin: "null",
+          stdout: "piped",
+        }).spawn();
+        const reader = parent.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        const job = Number((await reader.read()).value!.trim());
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const stat = await Deno.readTextFile(`/proc/${job}/stat`);
+        assert.ok(stat.includes("(sleep)"), `the job did not start: ${stat}`);
+        parent.kill("SIGKILL");
+        await parent.status;
+        await reader.cancel();
+        await gone(job, 2_000);
       } finally {
         await Deno.remove(dir, { recursive: true });
       }

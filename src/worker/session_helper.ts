@@ -1,13 +1,13 @@
 /**
  * The session helper: a tiny static Linux program that makes itself a session
- * leader and execs the job. Every job must run in a process group of its own so
- * that one signal reaches everything it started, and Deno offers only two ways to
- * get one: a `detached` spawn, which forks the whole worker (milliseconds per job,
- * growing with its memory), or spawning a wrapper such as util-linux `setsid`,
- * whose dynamic loading costs about as much as the job's own exec (0.75 ms of CPU
- * per job on the benchmark machine, a third of the worker's throughput with short
- * jobs). This helper is two system calls and no loader: its exec costs a few
- * hundredths of a millisecond.
+ * leader, waits for the worker's go, and execs the job. Every job must run in a
+ * process group of its own so that one signal reaches everything it started, and
+ * Deno offers only two ways to get one: a `detached` spawn, which forks the whole
+ * worker (milliseconds per job, growing with its memory), or spawning a wrapper
+ * such as util-linux `setsid`, whose dynamic loading costs about as much as the
+ * job's own exec (0.75 ms of CPU per job on the benchmark machine, a third of the
+ * worker's throughput with short jobs). This helper is four system calls and no
+ * loader: its exec costs a few hundredths of a millisecond.
  *
  * It is written, at start-up, to a private temporary directory (mode 0700) and
  * removed at exit. Its code is the assembly in `scripts/session_helper/*.s`;
@@ -16,8 +16,22 @@
  *
  *     session-helper PROGRAM [ARGS...]
  *
- * PROGRAM must be a path (no PATH search). If it cannot be executed, the helper
- * writes "sqsrun: cannot execute the job's program" to stderr and exits 127.
+ * 1. setsid(): the job leads a new session and process group.
+ * 2. prctl(PR_SET_PDEATHSIG, SIGKILL): the kernel SIGKILLs the job (this process,
+ *    and the program it becomes: the setting survives execve) when the thread
+ *    that spawned it exits. Deno 2.9.6 spawns (posix_spawn; fork for `detached`)
+ *    on the thread that calls `spawn()`, the main JS thread, which lives as long
+ *    as the worker: checked with strace, and a job outlived 25 s of an idle worker,
+ *    past tokio's 10 s reaping of idle threads. `tests/exec_start_test.ts` checks
+ *    that the job is the main thread's child. Spawning from a Web Worker instead
+ *    would tie every job to that Worker's thread (its terminate() would kill them).
+ * 3. read(0, buf, 1): waits for the worker's go byte (see exec_runner.ts). A read
+ *    of one byte from a pipe takes exactly one byte: the job reads its body
+ *    untouched. Anything but one byte (end of file: the worker died before its go)
+ *    exits 125 (NO_GO_STATUS) without running the job.
+ * 4. execve(PROGRAM, ARGS): PROGRAM must be a path (no PATH search). If it cannot
+ *    be executed, the helper writes "sqsrun: cannot execute the job's program" to
+ *    stderr and exits 127.
  *
  * @module
  */
@@ -26,6 +40,18 @@
 const X86_64_CODE = [
   [0xb8, 0x70, 0x00, 0x00, 0x00], // mov $112, %eax            setsid()
   [0x0f, 0x05], // syscall
+  [0xbf, 0x01, 0x00, 0x00, 0x00], // mov $1, %edi              PR_SET_PDEATHSIG
+  [0xbe, 0x09, 0x00, 0x00, 0x00], // mov $9, %esi              SIGKILL
+  [0xb8, 0x9d, 0x00, 0x00, 0x00], // mov $157, %eax            prctl()
+  [0x0f, 0x05], // syscall
+  [0x31, 0xff], // xor %edi, %edi                              stdin
+  [0x48, 0x8d, 0x74, 0x24, 0x08], // lea 8(%rsp), %rsi         into argv[0]'s slot
+  [0xba, 0x01, 0x00, 0x00, 0x00], // mov $1, %edx              one byte
+  [0x31, 0xc0], // xor %eax, %eax                              read()
+  [0x0f, 0x05], // syscall
+  [0xbf, 0x7d, 0x00, 0x00, 0x00], // mov $125, %edi
+  [0x48, 0x83, 0xf8, 0x01], // cmp $1, %rax
+  [0x75, 0x37], // jne exit                                    no go byte: exit(125)
   [0x48, 0x8b, 0x7c, 0x24, 0x10], // mov 16(%rsp), %rdi        argv[1]
   [0x48, 0x8d, 0x74, 0x24, 0x10], // lea 16(%rsp), %rsi        &argv[1]
   [0x48, 0x8b, 0x14, 0x24], // mov (%rsp), %rdx                argc
@@ -38,7 +64,7 @@ const X86_64_CODE = [
   [0xb8, 0x01, 0x00, 0x00, 0x00], // mov $1, %eax              write()
   [0x0f, 0x05], // syscall
   [0xbf, 0x7f, 0x00, 0x00, 0x00], // mov $127, %edi
-  [0xb8, 0x3c, 0x00, 0x00, 0x00], // mov $60, %eax             exit()
+  [0xb8, 0x3c, 0x00, 0x00, 0x00], // exit: mov $60, %eax       exit()
   [0x0f, 0x05], // syscall
 ];
 
@@ -46,6 +72,18 @@ const X86_64_CODE = [
 const AARCH64_CODE = [
   0xd28013a8, // mov x8, #157                setsid()
   0xd4000001, // svc #0
+  0xd2800020, // mov x0, #1                  PR_SET_PDEATHSIG
+  0xd2800121, // mov x1, #9                  SIGKILL
+  0xd28014e8, // mov x8, #167                prctl()
+  0xd4000001, // svc #0
+  0xd2800000, // mov x0, #0                  stdin
+  0x910023e1, // add x1, sp, #8              into argv[0]'s slot
+  0xd2800022, // mov x2, #1                  one byte
+  0xd28007e8, // mov x8, #63                 read()
+  0xd4000001, // svc #0
+  0xf100041f, // cmp x0, #1
+  0xd2800fa0, // mov x0, #125
+  0x540001c1, // b.ne exit                   no go byte: exit(125)
   0xf9400be0, // ldr x0, [sp, #16]           argv[1]
   0x910043e1, // add x1, sp, #16             &argv[1]
   0xf94003e2, // ldr x2, [sp]                argc
@@ -59,7 +97,7 @@ const AARCH64_CODE = [
   0xd2800808, // mov x8, #64                 write()
   0xd4000001, // svc #0
   0xd2800fe0, // mov x0, #127
-  0xd2800ba8, // mov x8, #93                 exit()
+  0xd2800ba8, // exit: mov x8, #93           exit()
   0xd4000001, // svc #0
 ];
 
