@@ -712,8 +712,13 @@ class Worker {
         return false;
       }
       if (input === undefined) continue;
-      if (!await this.#runJob(message, input, stepLog)) {
-        await this.#settle(message, () => this.#settler.failed(message));
+      const ended = await this.#runJob(message, input, stepLog);
+      if (ended !== "succeeded") {
+        // A job the shutdown ended is not the message's failure: no back-off delay.
+        const release = ended === "stopped"
+          ? () => this.#settler.giveBack(message)
+          : () => this.#settler.failed(message);
+        await this.#settle(message, release);
         return false;
       }
       if (step.succeeded) {
@@ -747,8 +752,15 @@ class Worker {
     );
   }
 
-  /** Runs one job to its end; resolves true when it succeeded. */
-  async #runJob(message: JobMessage, input: JobInput, log: Logger): Promise<boolean> {
+  /**
+   * Runs one job to its end; resolves to how it ended: "stopped" when the worker's
+   * shutdown had to kill it.
+   */
+  async #runJob(
+    message: JobMessage,
+    input: JobInput,
+    log: Logger,
+  ): Promise<"succeeded" | "failed" | "stopped"> {
     const { metrics } = this.#parts;
     log.info("job started", { receive_count: message.receiveCount });
     metrics.jobStarted(
@@ -777,6 +789,7 @@ class Worker {
     };
     if (outcome.succeeded) log.info("job finished", fields);
     else log.warn("job failed", fields);
-    return outcome.succeeded;
+    if (outcome.succeeded) return "succeeded";
+    return outcome.killed && this.#stopping ? "stopped" : "failed";
   }
 }
