@@ -198,7 +198,7 @@ function codeCalls(): AwsCall[] {
  * of these fails the test, so that new calls get a policy decision.
  */
 const WORKER_PATH = [/^src\/worker\//, /^src\/sources\//, /^src\/aws\.ts$/];
-const ADMIN_PATH = [/^src\/admin\.ts$/, /^src\/aws\.ts$/];
+const ADMIN_PATH = [/^src\/admin\.ts$/, /^src\/redrive\.ts$/, /^src\/aws\.ts$/];
 
 function actionsOf(calls: AwsCall[], path: RegExp[], service?: AwsCall["service"]): string[] {
   return sorted(
