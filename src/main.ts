@@ -180,6 +180,7 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
       default:
         return await runAdmin(options, {
           print: (line) => io.stdout(`${line}\n`),
+          progress: (line) => io.stderr(`sqsrun: ${printable(redact(line, secrets))}\n`),
           readStdin: io.readStdin,
         });
     }
