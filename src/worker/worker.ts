@@ -663,7 +663,7 @@ class Worker {
         message_id: message.id,
         error: describeError(error),
       });
-      await this.#settle(message, () => this.#settler.failed(message));
+      await this.#settle(() => this.#settler.failed(message));
       return false;
     }
   }
@@ -696,7 +696,7 @@ class Worker {
         receive_count: message.receiveCount,
         error: error.message,
       });
-      await this.#settle(message, () => this.#settler.failed(message));
+      await this.#settle(() => this.#settler.failed(message));
       return false;
     }
     for (const step of steps) {
@@ -708,7 +708,7 @@ class Worker {
         stepLog.warn("cannot open the job's input; releasing the message", {
           error: describeAwsError(error),
         });
-        await this.#settle(message, () => this.#settler.failed(message));
+        await this.#settle(() => this.#settler.failed(message));
         return false;
       }
       if (input === undefined) continue;
@@ -718,7 +718,7 @@ class Worker {
         const release = ended === "stopped"
           ? () => this.#settler.giveBack(message)
           : () => this.#settler.failed(message);
-        await this.#settle(message, release);
+        await this.#settle(release);
         return false;
       }
       if (step.succeeded) {
@@ -729,7 +729,7 @@ class Worker {
         );
       }
     }
-    await this.#settle(message, () => this.#settler.succeeded(message));
+    await this.#settle(() => this.#settler.succeeded(message));
     return true;
   }
 
@@ -738,7 +738,7 @@ class Worker {
    * deleted or released in the background (the drain waits for it); a FIFO
    * message holds its group until it is settled, so order survives a failed delete.
    */
-  async #settle(message: JobMessage, settle: () => Promise<unknown>): Promise<void> {
+  async #settle(settle: () => Promise<unknown>): Promise<void> {
     const settling = settle().then(() => {});
     if (this.#fifo) return await settling;
     this.#settling.add(settling);
