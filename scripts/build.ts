@@ -4,10 +4,19 @@
  *
  * ```sh
  * deno task build [--dry-run] [--target T]... [--out DIR] [--deno PATH]
+ * deno task build --sums-only [--target T]... [--out DIR]
  * ```
  *
  * `--dry-run` prints the commands, one per line and shell-quoted, and writes nothing.
  * `--deno` picks the deno executable that compiles (default: the one running this script).
+ * `--sums-only` compiles nothing: it writes `SHA256SUMS` for binaries already in `--out`
+ * (the release gathers there the binaries that passed the smoke suite, one per runner)
+ * and fails naming any selected target whose binary is missing.
+ *
+ * `deno compile --target` cross-compiles, but a binary is only known to work once it ran:
+ * `.github/workflows/release.yml` builds each target on a GitHub-hosted runner of that
+ * platform, runs `scripts/smoke.ts` against it there, and publishes only the binaries
+ * that passed (`tests/build_test.ts` checks that its matrix is exactly {@linkcode TARGETS}).
  *
  * @module
  */
@@ -16,7 +25,10 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { runtimeFlags } from "../src/permissions.ts";
 
-/** Every target a release ships, in the order they are built and listed in `SHA256SUMS`. */
+/**
+ * Every target a release ships, in the order they are built and listed in `SHA256SUMS`.
+ * Each one is smoke-tested on a runner of its own platform before it is published.
+ */
 export const TARGETS: readonly string[] = Object.freeze([
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -137,6 +149,8 @@ export async function writeSha256Sums(dir: string, paths: readonly string[]): Pr
 export interface BuildOptions extends CompileOptions {
   /** Print the commands instead of running them; nothing is written. */
   dryRun?: boolean;
+  /** Compile nothing: write `SHA256SUMS` for the binaries already in `outDir`. */
+  sumsOnly?: boolean;
   /** Where each command line is printed in a dry run; default `console.log`. */
   print?: (line: string) => void;
 }
@@ -147,6 +161,10 @@ export interface BuildOptions extends CompileOptions {
  * failed build never leaves sums that describe other binaries.
  */
 export async function build(options: BuildOptions = {}): Promise<void> {
+  if (options.sumsOnly) {
+    await writeSumsOfBuilt(options);
+    return;
+  }
   const commands = compileCommands(options);
   if (options.dryRun) {
     const print = options.print ?? console.log;
@@ -176,6 +194,32 @@ export async function build(options: BuildOptions = {}): Promise<void> {
   await writeSha256Sums(outDir, outputs);
 }
 
+/**
+ * Writes `SHA256SUMS` in `outDir` for the selected targets' binaries, which must all be
+ * there already; a missing one is a {@linkcode BuildError} naming every missing file. An
+ * earlier `SHA256SUMS` is removed first, as in {@linkcode build}.
+ */
+export async function writeSumsOfBuilt(options: CompileOptions = {}): Promise<string> {
+  const outDir = options.outDir ?? "dist";
+  const paths = selectTargets(options.targets).map((target) => outputPath(target, outDir));
+  await Deno.remove(join(outDir, SUMS_FILE)).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  const missing: string[] = [];
+  for (const path of paths) {
+    try {
+      if (!(await Deno.stat(path)).isFile) missing.push(basename(path));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      missing.push(basename(path));
+    }
+  }
+  if (missing.length > 0) {
+    throw new BuildError(`missing in ${outDir}: ${missing.join(", ")}`);
+  }
+  return await writeSha256Sums(outDir, paths);
+}
+
 function oneLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }
@@ -188,6 +232,7 @@ export function parseBuildArgs(args: readonly string[], cwd = Deno.cwd()): Build
       args: [...args],
       options: {
         "dry-run": { type: "boolean" },
+        "sums-only": { type: "boolean" },
         target: { type: "string", multiple: true },
         out: { type: "string" },
         deno: { type: "string" },
@@ -199,11 +244,15 @@ export function parseBuildArgs(args: readonly string[], cwd = Deno.cwd()): Build
     throw new UsageError(oneLine(error));
   }
   const { values } = parsed;
+  if (values["dry-run"] && values["sums-only"]) {
+    throw new UsageError("--dry-run and --sums-only cannot be combined");
+  }
   // Paths relative to the repo root, not the caller's cwd, unless given; relative
   // keeps the printed commands short when run from the root, as `deno task` does.
   const root = fileURLToPath(new URL("..", import.meta.url));
   return {
     dryRun: values["dry-run"] ?? false,
+    sumsOnly: values["sums-only"] ?? false,
     targets: values.target ?? [],
     outDir: values.out ?? (relative(cwd, join(root, "dist")) || "."),
     entry: relative(cwd, join(root, "src", "main.ts")),

@@ -6,15 +6,19 @@
 import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
 import {
   binaryName,
+  BuildError,
   compileCommands,
   RUNTIME_MODULES,
   sha256Hex,
   sha256Sums,
   shellQuote,
+  TARGETS,
   UsageError,
   writeSha256Sums,
+  writeSumsOfBuilt,
 } from "../scripts/build.ts";
 import { RUNTIME_PERMISSIONS, runtimeFlags } from "../src/permissions.ts";
 
@@ -90,8 +94,8 @@ printf 'binary for %s' "$target" > "$out"
 Deno.test("runtimeFlags() is every permission plus --no-prompt, as a fresh copy", () => {
   const flags = runtimeFlags();
   deepStrictEqual(flags, [...RUNTIME_PERMISSIONS, "--no-prompt"]);
-  flags.push("--allow-ffi");
-  equal(runtimeFlags().includes("--allow-ffi"), false);
+  flags.push("--allow-all");
+  equal(runtimeFlags().includes("--allow-all"), false);
   ok(Object.isFrozen(RUNTIME_PERMISSIONS));
 });
 
@@ -347,4 +351,125 @@ Deno.test("writeSha256Sums() writes sha256sum lines named by base name, in the g
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("--sums-only writes SHA256SUMS for the binaries already built, in release order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // As the release gathers them: one binary per runner, in no particular order.
+    for (const target of [...ALL].reverse()) {
+      await Deno.writeTextFile(join(dir, binaryName(target)), `passed on ${target}`);
+    }
+    await Deno.writeTextFile(join(dir, "SHA256SUMS"), "stale\n");
+    const run = await runBuild(["--sums-only", "--out", dir]);
+    equal(run.stderr, "");
+    equal(run.stdout, "");
+    equal(run.code, 0);
+    let expected = "";
+    for (const target of ALL) {
+      expected += `${await sha256Hex(encoder.encode(`passed on ${target}`))}  ${
+        binaryName(target)
+      }\n`;
+    }
+    equal(await Deno.readTextFile(join(dir, "SHA256SUMS")), expected);
+    if (Deno.build.os !== "windows") {
+      const check = await new Deno.Command("sha256sum", { args: ["-c", "SHA256SUMS"], cwd: dir })
+        .output();
+      equal(check.code, 0, decoder.decode(check.stdout));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--sums-only fails naming every missing binary and leaves no SHA256SUMS", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(join(dir, binaryName(ALL[0])), "one");
+    await Deno.writeTextFile(join(dir, "SHA256SUMS"), "stale\n");
+    const run = await runBuild(["--sums-only", "--out", dir]);
+    equal(
+      run.stderr,
+      `build: missing in ${dir}: ${ALL.slice(1).map(binaryName).join(", ")}\n`,
+    );
+    equal(run.code, 1);
+    equal(await exists(join(dir, "SHA256SUMS")), false);
+    // One target asked for, and there: fine.
+    const one = await runBuild(["--sums-only", "--out", dir, "--target", ALL[0]]);
+    equal(one.code, 0, one.stderr);
+    await rejects(
+      writeSumsOfBuilt({ outDir: dir, targets: [ALL[1]] }),
+      new BuildError(`missing in ${dir}: ${binaryName(ALL[1])}`),
+    );
+    const both = await runBuild(["--sums-only", "--dry-run"]);
+    equal(both.stderr, "build: --dry-run and --sums-only cannot be combined\n");
+    equal(both.code, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The platform a GitHub-hosted runner label runs on (its documented OS and CPU). */
+function runnerPlatform(label: string): string | undefined {
+  if (/^ubuntu-(latest|\d\d\.\d\d)$/.test(label)) return "x86_64-unknown-linux-gnu";
+  if (/^ubuntu-\d\d\.\d\d-arm$/.test(label)) return "aarch64-unknown-linux-gnu";
+  if (/^macos-\d+-intel$/.test(label)) return "x86_64-apple-darwin";
+  if (/^macos-(latest|1[4-9]|[2-9]\d)$/.test(label)) return "aarch64-apple-darwin";
+  if (/^windows-(latest|20\d\d)$/.test(label)) return "x86_64-pc-windows-msvc";
+  return undefined;
+}
+
+interface SmokeJob {
+  matrix: { os: string; target: string }[];
+  steps: { uses?: string; with?: Record<string, string> }[];
+}
+
+async function smokeJob(workflow: string): Promise<SmokeJob> {
+  const text = await Deno.readTextFile(join(ROOT, ".github", "workflows", workflow));
+  const job = parseYaml(text).jobs.smoke;
+  equal(job["runs-on"], "${{ matrix.os }}", workflow);
+  return { matrix: job.strategy.matrix.include, steps: job.steps };
+}
+
+function usesSmokeAction(job: SmokeJob, workflow: string): void {
+  const step = job.steps.find((step) => step.uses === "./.github/actions/smoke");
+  ok(step, `${workflow} runs the smoke action`);
+  equal(step.with?.target, "${{ matrix.target }}", workflow);
+}
+
+Deno.test("the release smoke-tests exactly TARGETS, each on a runner of its own platform", async () => {
+  deepStrictEqual([...TARGETS], ALL);
+  const release = await smokeJob("release.yml");
+  deepStrictEqual(release.matrix.map((entry) => entry.target), ALL);
+  for (const { os, target } of release.matrix) {
+    equal(runnerPlatform(os), target, `runner ${os} for ${target}`);
+  }
+  usesSmokeAction(release, "release.yml");
+  const text = await Deno.readTextFile(join(ROOT, ".github", "workflows", "release.yml"));
+  const publish = parseYaml(text).jobs.publish;
+  equal(publish.needs, "smoke", "publishing waits for every target's smoke job");
+  ok(
+    publish.steps.some((step: { run?: string }) =>
+      step.run?.includes("deno task build --sums-only")
+    ),
+    "SHA256SUMS covers every target",
+  );
+});
+
+Deno.test("CI smoke-tests the binary of one runner per OS", async () => {
+  const ci = await smokeJob("ci.yml");
+  const oses = ci.matrix.map(({ os, target }) => {
+    equal(runnerPlatform(os), target, `runner ${os} for ${target}`);
+    ok(ALL.includes(target), target);
+    return target.split("-")[2];
+  });
+  deepStrictEqual(oses.sort(), ["darwin", "linux", "windows"]);
+  usesSmokeAction(ci, "ci.yml");
+  const action = parseYaml(
+    await Deno.readTextFile(join(ROOT, ".github", "actions", "smoke", "action.yml")),
+  );
+  const runs = action.runs.steps.map((step: { run?: string }) => step.run ?? "").join("\n");
+  ok(runs.includes('deno task build --target "$TARGET"'), "builds with build.ts");
+  ok(runs.includes('deno run -A scripts/smoke.ts --binary "dist/$BINARY"'), "runs the suite");
+  ok(runs.includes("Deno.build.target"), "checks the runner's own platform");
 });
