@@ -4,8 +4,8 @@
  * and exits 1 when any scenario's check failed (0 otherwise, 2 for bad flags).
  *
  * ```sh
- * deno task reliability --quick                      # the CI form, under 3 minutes
- * deno task reliability                              # the full form, about 10 minutes
+ * deno task reliability --quick                      # the CI form, under 10 minutes
+ * deno task reliability                              # the full form, about 20 minutes
  * deno task reliability --backend elasticmq --scenario 3
  * ```
  *
@@ -132,6 +132,60 @@ export function formatTable(rows: ResultRow[]): string {
     show(row.figures.peakRssMiB),
     row.figures.cpu ?? "",
   ]);
+  return markdownTable(header, cells);
+}
+
+/**
+ * Formats the rows of the fault scenarios (those whose figures name a fault) as a
+ * second Markdown table: the fault and its size, and what became of the messages.
+ */
+export function formatFaultTable(rows: ResultRow[]): string {
+  const header = [
+    "#",
+    "fault",
+    "backend",
+    "result",
+    "magnitude",
+    "messages",
+    "duplicates (whose)",
+    "at the same time",
+    "truncated inputs",
+    "lapsed visibility",
+    "lost",
+    "time (s)",
+  ];
+  const faulty = rows.filter((row) => row.figures.fault !== undefined);
+  const cells = faulty.map((row) => {
+    const f = row.figures;
+    const duplicates = f.duplicates === undefined
+      ? ""
+      : f.duplicates > 0 && f.duplicatesWhose
+      ? `${f.duplicates} (${f.duplicatesWhose})`
+      : String(f.duplicates);
+    const overlaps = f.overlaps === undefined
+      ? ""
+      : f.queueOverlaps
+      ? `${f.overlaps} (${f.queueOverlaps} queue's)`
+      : String(f.overlaps);
+    return [
+      String(row.scenario.id),
+      f.fault ?? "",
+      row.backend,
+      row.ok ? "pass" : "FAIL",
+      f.magnitude ?? "",
+      show(f.messages),
+      duplicates,
+      overlaps,
+      show(f.truncated),
+      show(f.lapsed),
+      show(f.lost),
+      row.seconds.toFixed(1),
+    ];
+  });
+  return markdownTable(header, cells);
+}
+
+function markdownTable(header: string[], cells: string[][]): string {
   const widths = header.map((title, i) =>
     Math.max(title.length, ...cells.map((row) => row[i].length))
   );
@@ -380,6 +434,10 @@ function printReport(rows: ResultRow[], seconds: number, options: SuiteOptions):
   );
   console.log(formatTable(rows));
   console.log("");
+  if (rows.some((row) => row.figures.fault !== undefined)) {
+    console.log(formatFaultTable(rows));
+    console.log("");
+  }
   for (const row of rows) {
     const notes = row.figures.notes;
     const where = `${row.scenario.id} ${row.scenario.name} [${row.backend}]`;

@@ -38,6 +38,26 @@ export interface WorkerRun {
   stop(graceMs?: number): Promise<void>;
   /** Its peak VmRSS and CPU seconds, sampled every 250 ms while it runs. */
   usage: RssSampler;
+  /** The reader of its stdout, for a worker that logs there ({@linkcode LaunchSpec.logToStdout}). */
+  stdout?: StdoutTap;
+}
+
+/**
+ * Copies a worker's stdout (its log, without `-o`) into its log file, and can stop
+ * reading it for a while: the pipe then fills and the worker's writes to stdout
+ * block, as with a stuck log shipper or a terminal paused with Ctrl-S.
+ */
+export interface StdoutTap {
+  /** Stops reading (what is in the pipe stays there). */
+  pause(): void;
+  /** Reads again. */
+  resume(): void;
+  /** True while paused. */
+  readonly paused: boolean;
+  /** Bytes read so far. */
+  readonly bytes: number;
+  /** Resolves once stdout reached its end (the worker and everything holding it exited). */
+  done: Promise<void>;
 }
 
 const live = new Set<WorkerRun>();
@@ -50,6 +70,11 @@ export interface LaunchSpec {
   env: Record<string, string>;
   /** Where its log goes. */
   logPath: string;
+  /**
+   * Log to stdout (no `-o`), piped to the harness, which copies it to `logPath`
+   * and can stop reading it (see {@linkcode WorkerRun.stdout}).
+   */
+  logToStdout?: boolean;
 }
 
 /** Starts `sqsrun --log-format json -o LOG ARGS` with the compiled binary's permissions. */
@@ -62,16 +87,16 @@ export function launchWorker(spec: LaunchSpec): WorkerRun {
       MAIN,
       "--log-format",
       "json",
-      "-o",
-      spec.logPath,
+      ...(spec.logToStdout ? [] : ["-o", spec.logPath]),
       ...spec.args,
     ],
     env: spec.env,
     clearEnv: true,
     stdin: "null",
-    stdout: "null",
+    stdout: spec.logToStdout ? "piped" : "null",
     stderr: "piped",
   }).spawn();
+  const stdout = spec.logToStdout ? tapStdout(child.stdout, spec.logPath) : undefined;
   let stderrText = "";
   let exit: Deno.CommandStatus | undefined;
   const stderrDone = (async () => {
@@ -103,6 +128,7 @@ export function launchWorker(spec: LaunchSpec): WorkerRun {
     exitStatus: () => exit,
     stderr: () => stderrText,
     usage,
+    stdout,
     signal(name) {
       if (exit !== undefined) return;
       try {
@@ -119,6 +145,47 @@ export function launchWorker(spec: LaunchSpec): WorkerRun {
   };
   live.add(worker);
   return worker;
+}
+
+function tapStdout(stream: ReadableStream<Uint8Array>, logPath: string): StdoutTap {
+  let paused = false;
+  let bytes = 0;
+  let wake: (() => void) | undefined;
+  const done = (async () => {
+    const file = await Deno.open(logPath, { append: true, create: true });
+    const reader = stream.getReader();
+    try {
+      for (;;) {
+        while (paused) await new Promise<void>((resolve) => wake = resolve);
+        const { value, done } = await reader.read();
+        if (done) break;
+        bytes += value.length;
+        let offset = 0;
+        while (offset < value.length) offset += await file.write(value.subarray(offset));
+      }
+    } catch {
+      /* the pipe broke with the worker */
+    } finally {
+      file.close();
+    }
+  })();
+  return {
+    pause() {
+      paused = true;
+    },
+    resume() {
+      paused = false;
+      wake?.();
+      wake = undefined;
+    },
+    get paused() {
+      return paused;
+    },
+    get bytes() {
+      return bytes;
+    },
+    done,
+  };
 }
 
 /** SIGKILLs every worker still running (an interrupted or failed run). */

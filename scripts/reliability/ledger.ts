@@ -29,11 +29,30 @@ export interface Run {
   endNs?: bigint;
   /** `SQSRUN_RECEIVE_COUNT` of this run. */
   receiveCount: number;
+  /** Bytes the job read on stdin, when its start line says ({@linkcode LEDGER_START_INPUT}). */
+  readBytes?: number;
+  /** `SQSRUN_BODY_BYTES`, the body's length as the worker gave it; absent when unset. */
+  bodyBytes?: number;
 }
 
 /** The shell lines a job script uses to write its ledger lines (`$LEDGER`, `$body` set). */
 export const LEDGER_START =
   'echo "S $body $$ $PPID $(date +%s%N) $SQSRUN_RECEIVE_COUNT" >> "$LEDGER"';
+/**
+ * Reads the whole of stdin into `$input` (trailing newlines kept) and takes the
+ * body's key, what comes before its first `.`, into `$body`: bodies may carry a
+ * padding after a `.` so that they are long enough to be cut short.
+ */
+export const LEDGER_READ_INPUT = "export LC_ALL=C\ninput=$(cat; echo .)\ninput=${input%.}\n" +
+  "body=${input%%.*}";
+/**
+ * The start line with what the job read: `S body pid ppid ns count read-bytes
+ * body-bytes`, where body-bytes is `SQSRUN_BODY_BYTES` (`-` when unset). A job whose
+ * worker died while writing its stdin reads fewer bytes than that (or none).
+ * Needs {@linkcode LEDGER_READ_INPUT} first.
+ */
+export const LEDGER_START_INPUT = 'echo "S $body $$ $PPID $(date +%s%N) $SQSRUN_RECEIVE_COUNT ' +
+  '${#input} ${SQSRUN_BODY_BYTES:--}" >> "$LEDGER"';
 /** See {@linkcode LEDGER_START}. */
 export const LEDGER_END = 'echo "E $body $$ $PPID $(date +%s%N)" >> "$LEDGER"';
 
@@ -57,6 +76,10 @@ export function parseLedger(text: string): Run[] {
         startNs: BigInt(ns),
         receiveCount: Number(parts[5] ?? 0),
       };
+      if (parts.length >= 8 && /^\d+$/.test(parts[6])) {
+        run.readBytes = Number(parts[6]);
+        if (/^\d+$/.test(parts[7])) run.bodyBytes = Number(parts[7]);
+      }
       runs.push(run);
       open.set(key, run);
     } else if (kind === "E") {
@@ -156,12 +179,23 @@ export type DeletedAt = (body: string) => bigint | undefined;
  * Runs that started after the queue had acknowledged deleting their message: the
  * queue delivered it again (SQS's at-least-once delivery; moto's lost deletes).
  */
-export function redeliveredAfterDelete(runs: Run[], deletedAt: DeletedAt): Run[] {
+export function redeliveredAfterDelete(
+  runs: Run[],
+  deletedAt: DeletedAt,
+  deliveredAt?: DeliveredAt,
+): Run[] {
   return runs.filter((run) => {
     const at = deletedAt(run.body);
-    return at !== undefined && run.startNs > at;
+    return at !== undefined && (deliveredAt?.(run) ?? run.startNs) > at;
   });
 }
+
+/**
+ * When the queue handed out the delivery a run ran (ns since the epoch), if known.
+ * A run can start well after its delivery (an answer held on the way, a message
+ * held ahead): what counts for "delivered again after the delete" is the delivery.
+ */
+export type DeliveredAt = (run: Run) => bigint | undefined;
 
 /** What a scenario's ledger says about delivery, compared with what was pushed. */
 export interface DeliveryReport {
@@ -171,7 +205,10 @@ export interface DeliveryReport {
   runs: number;
   /** Runs beyond the first of each message: `runs - distinct messages run`. */
   duplicates: number;
-  /** Of those, runs the queue caused by delivering a message after acknowledging its delete. */
+  /**
+   * Of those, runs the queue caused by delivering a message after acknowledging its
+   * delete (or, when the caller says so, by handing one delivery out twice).
+   */
   redelivered: number;
   /** Duplicates among the other runs: sqsrun's (or a crash's), which a clean run must not have. */
   ownDuplicates: number;
@@ -187,16 +224,24 @@ export interface DeliveryReport {
  * Compares the runs with the pushed bodies. `succeeded` holds the bodies whose
  * success sqsrun itself observed (its `job finished` log lines); a message counts as
  * lost unless it is there, whatever orphaned jobs wrote to the ledger. `deletedAt`
- * (from the witness) separates the queue's redeliveries from sqsrun's duplicates.
+ * (from the witness) separates the queue's redeliveries from sqsrun's duplicates:
+ * a run is the queue's when it started after the delete, or, given `deliveredAt`,
+ * when the delivery it ran was handed out after the delete; `queueRuns` are other
+ * runs the caller knows the queue caused (a delivery it handed out twice).
  */
 export function deliveryReport(
   pushed: Iterable<string>,
   runs: Run[],
   succeeded: ReadonlySet<string>,
   deletedAt: DeletedAt = () => undefined,
+  deliveredAt?: DeliveredAt,
+  queueRuns: ReadonlySet<Run> = new Set(),
 ): DeliveryReport {
   const pushedSet = new Set(pushed);
-  const redelivered = new Set(redeliveredAfterDelete(runs, deletedAt));
+  const redelivered = new Set([
+    ...redeliveredAfterDelete(runs, deletedAt, deliveredAt),
+    ...runs.filter((run) => queueRuns.has(run)),
+  ]);
   const ownRuns = runs.filter((run) => !redelivered.has(run));
   const own = runsByBody(ownRuns);
   return {
@@ -209,6 +254,45 @@ export function deliveryReport(
     lost: [...pushedSet].filter((body) => !succeeded.has(body)),
     unknown: [...runsByBody(runs).keys()].filter((body) => !pushedSet.has(body)),
   };
+}
+
+/**
+ * Runs that read a truncated or empty stdin: fewer (or more) bytes than
+ * `SQSRUN_BODY_BYTES` said, or nothing at all where that is unknown. Runs whose
+ * start line does not say what they read are not judged.
+ */
+export function truncatedInputs(runs: Run[]): Run[] {
+  return runs.filter((run) =>
+    run.readBytes !== undefined &&
+    (run.bodyBytes === undefined ? run.readBytes === 0 : run.readBytes !== run.bodyBytes)
+  );
+}
+
+/** Overlapping runs, split by who caused them. */
+export interface OverlapReport {
+  /** Overlaps the queue caused: it handed one delivery (same receive count) out twice. */
+  queue: Overlap[];
+  /** Every other overlap: sqsrun's. */
+  own: Overlap[];
+}
+
+/**
+ * Splits overlaps into the queue's and sqsrun's: two runs with the same receive
+ * count, of a delivery the witness saw handed out twice (`deliveredTwice`), are
+ * the queue's doing (moto's receive race, F13); a lapsed visibility makes a
+ * redelivery with a higher count, so every other overlap is sqsrun's.
+ */
+export function splitOverlaps(
+  overlaps: Overlap[],
+  deliveredTwice: (body: string, receiveCount: number) => boolean,
+): OverlapReport {
+  const queue: Overlap[] = [];
+  const own: Overlap[] = [];
+  for (const overlap of overlaps) {
+    const same = overlap.first.receiveCount === overlap.second.receiveCount;
+    (same && deliveredTwice(overlap.body, overlap.first.receiveCount) ? queue : own).push(overlap);
+  }
+  return { queue, own };
 }
 
 /** True when the run had not ended by `ns` (it was running, or never ended). */

@@ -167,3 +167,27 @@ export class RssSampler {
     return this.#peak;
   }
 }
+
+/** The command line of a process, its arguments joined by spaces; undefined when it is gone. */
+export function readCmdline(pid: number): string | undefined {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").join(" ").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Live processes whose command line contains `text` (a job script's unique path),
+ * and every live member of their sessions and process groups (what they started).
+ */
+export function processesRunning(text: string): ProcStat[] {
+  const all = listProcesses();
+  const leaders = new Set(
+    all.filter((stat) => readCmdline(stat.pid)?.includes(text)).map((stat) => stat.pid),
+  );
+  if (leaders.size === 0) return [];
+  return all.filter((stat) =>
+    leaders.has(stat.pid) || leaders.has(stat.session) || leaders.has(stat.pgrp)
+  );
+}

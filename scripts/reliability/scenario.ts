@@ -45,6 +45,20 @@ export interface Figures {
   kills?: number;
   /** Job runs beyond the first per message. */
   duplicates?: number;
+  /** Whose the duplicates are, already formatted (`3 sqsrun's, 1 queue's`); shown when some. */
+  duplicatesWhose?: string;
+  /** Fault injected (fault scenarios): its kind, e.g. `delayed receive answers`. */
+  fault?: string;
+  /** Its magnitude, e.g. `3-8 s`. */
+  magnitude?: string;
+  /** Pairs of runs of one message that ran at the same time. */
+  overlaps?: number;
+  /** Of those, the queue's (it handed one delivery out twice). */
+  queueOverlaps?: number;
+  /** Jobs that read a truncated or empty stdin. */
+  truncated?: number;
+  /** Jobs whose message the queue delivered again while they ran (visibility lapsed). */
+  lapsed?: number;
   /** Messages without a run that sqsrun saw succeed. */
   lost?: number;
   /** Highest VmRSS of a worker, MiB. */

@@ -3,7 +3,10 @@
  *
  * @module
  */
+import { batchKillScenario } from "./batchkill.ts";
+import { deleteBurstScenario } from "./bursts.ts";
 import { crashScenario, gracefulScenario } from "./crash.ts";
+import { delayedExtensionScenario, delayedReceiveScenario } from "./delays.ts";
 import { hostileScenario } from "./hostile.ts";
 import { loadScenario } from "./load.ts";
 import { outageScenario } from "./outage.ts";
@@ -11,6 +14,7 @@ import { poisonScenario } from "./poison.ts";
 import { runawayScenario } from "./runaway.ts";
 import type { Scenario } from "./scenario.ts";
 import { slowScenario } from "./slow.ts";
+import { stalledStdoutScenario } from "./stall.ts";
 
 /** The scenarios, by id. */
 export const SCENARIOS: readonly Scenario[] = [
@@ -22,4 +26,9 @@ export const SCENARIOS: readonly Scenario[] = [
   runawayScenario,
   hostileScenario,
   loadScenario,
+  delayedReceiveScenario,
+  delayedExtensionScenario,
+  stalledStdoutScenario,
+  deleteBurstScenario,
+  batchKillScenario,
 ];
