@@ -258,6 +258,16 @@ async function churn(
       if (stoppedNs === undefined) continue;
       checks.equal(worker.exitStatus()?.code, 0, `exit code of SIGTERMed worker ${worker.pid}`);
     }
+    const drain = await drainStrandsNothing(context, job);
+    checks.equal(drain.stranded, 0, "messages pushed during a drain left invisible (stranded)");
+    checks.that(
+      drain.drainMs < (DRAIN_WAIT + 4) * 1000,
+      `the drain of an idle worker took ${drain.drainMs} ms with --wait ${DRAIN_WAIT}`,
+    );
+    figures.notes.push(
+      `drain of an idle worker (--wait ${DRAIN_WAIT}): ${DRAIN_PUSHED} messages pushed during ` +
+        `it, ${drain.stranded} stranded, exit ${(drain.drainMs / 1000).toFixed(1)} s after SIGTERM`,
+    );
   }
   for (const { worker } of incarnations) {
     checks.that(
@@ -274,6 +284,45 @@ async function churn(
   killProcesses(leftovers.map((stat) => stat.pid));
   figures.notes.push(`${(count / ((Date.now() - started) / 1000)).toFixed(0)} messages/s overall`);
   return { figures, failures: checks.failures };
+}
+
+/** `--wait` of the drain check: its long poll is in flight when the worker is stopped. */
+const DRAIN_WAIT = 5;
+/** Messages pushed while that worker drains. */
+const DRAIN_PUSHED = 5;
+
+/**
+ * Issue 13's drain check: an idle worker is SIGTERMed while its long poll waits,
+ * and messages are pushed right after. A poll the drain cancelled could still be
+ * handed them by SQS, and they would stay invisible for `-t` seconds with a receive
+ * spent; a poll that finishes brings them back to the worker, which gives them back
+ * at once. Stranded: still in flight 2 s after the worker exited.
+ */
+async function drainStrandsNothing(
+  context: ScenarioContext,
+  job: string,
+): Promise<{ stranded: number; drainMs: number }> {
+  const url = await context.queue("graceful-drain");
+  const worker = launchWorker({
+    args: ["-q", url, "--exec", job, "-t", "30", "--wait", String(DRAIN_WAIT)],
+    env: context.workerEnv(),
+    logPath: join(context.dir, "drain-worker.log"),
+  });
+  await waitStarted(worker, context.signal);
+  await sleep(1_000);
+  const stoppedAt = Date.now();
+  worker.signal("SIGTERM");
+  await sleep(300);
+  await pushBodies(
+    context.client,
+    url,
+    Array.from({ length: DRAIN_PUSHED }, (_, i) => `drain-${i}-10`),
+  );
+  await worker.status;
+  const drainMs = Date.now() - stoppedAt;
+  await sleep(2_000);
+  const counts = await queueCounts(context.client, url);
+  return { stranded: counts.inFlight, drainMs };
 }
 
 /**
