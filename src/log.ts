@@ -238,20 +238,37 @@ class LogQueue {
   async #flushThenClose(): Promise<void> {
     if (this.#running) {
       let timer: Timer | undefined;
+      let gaveUp = false;
       await Promise.race([
         new Promise<void>((resolve) => this.#idle = resolve),
-        new Promise<void>((resolve) => timer = setTimeout(resolve, this.#closeTimeoutMs)),
+        new Promise<void>((resolve) =>
+          timer = setTimeout(() => {
+            gaveUp = true;
+            resolve();
+          }, this.#closeTimeoutMs)
+        ),
       ]);
       clearTimeout(timer);
       // Given up, or done: either way the writer must not touch the sink again.
       this.#abandoned = true;
       this.#stopRetry();
+      if (gaveUp) this.#sayUnwritten(this.#pending.length);
     }
     this.#pending = [];
     this.#queued = 0;
     try {
       this.#sink.close?.();
     } catch { /* nothing more to do */ }
+  }
+
+  /**
+   * Says on stderr, once, that lines were left unwritten at exit: the log itself
+   * cannot say it. The write is not waited for (stderr may be the same stalled pipe).
+   */
+  #sayUnwritten(lines: number): void {
+    const text = `sqsrun: the log did not drain within ${this.#closeTimeoutMs / 1000} s at exit: ` +
+      `${lines} queued line(s) and the one being written were not written\n`;
+    Deno.stderr.write(new TextEncoder().encode(text)).catch(() => {});
   }
 
   #enqueue(line: string): void {
