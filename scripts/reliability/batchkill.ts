@@ -18,7 +18,6 @@
  * @module
  */
 import { join } from "node:path";
-import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { queueCounts } from "../../tests/support/sqs.ts";
 import {
   LEDGER_END,
@@ -34,6 +33,7 @@ import {
   launchWorker,
   type LogLine,
   observedSuccesses,
+  pushBodies,
   readLog,
   sample,
   sleep,
@@ -168,31 +168,6 @@ async function batchKill(context: ScenarioContext): Promise<ScenarioOutcome> {
   return { figures: { ...figures, notes }, failures: checks.failures };
 }
 
-/** Sends the bodies two per call: SQS takes at most 256 KiB per batch. */
-async function pushLarge(
-  client: SQSClient,
-  url: string,
-  bodies: string[],
-): Promise<Map<string, string>> {
-  const ids = new Map<string, string>();
-  for (let start = 0; start < bodies.length; start += 2) {
-    const batch = bodies.slice(start, start + 2);
-    const result = await client.send(
-      new SendMessageBatchCommand({
-        QueueUrl: url,
-        Entries: batch.map((body, index) => ({ Id: String(index), MessageBody: body })),
-      }),
-    );
-    if (result.Failed?.length) {
-      throw new Error(`SQS refused ${result.Failed.length} message(s): ${result.Failed[0].Code}`);
-    }
-    for (const entry of result.Successful ?? []) {
-      ids.set(entry.MessageId!, batch[Number(entry.Id)].split(".")[0]);
-    }
-  }
-  return ids;
-}
-
 /**
  * The job: a `B pid ppid ns` line as it begins (before reading stdin; the ledger's
  * parser skips it), then its start line with what it read, `sleep`, its end line,
@@ -223,10 +198,12 @@ async function killOnce(
     { length: BATCH },
     (_, i) => `k${round}-${String(i + 1).padStart(2, "0")}`,
   );
-  const ids = await pushLarge(
+  // Two per call: SQS takes at most 256 KiB in one batch.
+  const ids = await pushBodies(
     client,
     url,
     keys.map((key, i) => paddedBody(key, i % 5 === 0 ? BODY_BYTES : SMALL_BODY_BYTES)),
+    { perCall: 2, keyOf: (body) => body.split(".")[0] },
   );
   const delayMs = randomMs(series.minMs, series.maxMs);
   let answeredAt = 0;

@@ -378,10 +378,13 @@ export async function pushBodies(
   client: SQSClient,
   url: string,
   bodies: string[],
+  options: PushOptions = {},
 ): Promise<Map<string, string>> {
+  const perCall = options.perCall ?? 10;
+  const keyOf = options.keyOf ?? ((body: string) => body);
   const ids = new Map<string, string>();
-  for (let start = 0; start < bodies.length; start += 10) {
-    const batch = bodies.slice(start, start + 10);
+  for (let start = 0; start < bodies.length; start += perCall) {
+    const batch = bodies.slice(start, start + perCall);
     const result = await client.send(
       new SendMessageBatchCommand({
         QueueUrl: url,
@@ -391,9 +394,19 @@ export async function pushBodies(
     if (result.Failed?.length) {
       throw new Error(`SQS refused ${result.Failed.length} message(s): ${result.Failed[0].Code}`);
     }
-    for (const entry of result.Successful ?? []) ids.set(entry.MessageId!, batch[Number(entry.Id)]);
+    for (const entry of result.Successful ?? []) {
+      ids.set(entry.MessageId!, keyOf(batch[Number(entry.Id)]));
+    }
   }
   return ids;
+}
+
+/** How {@linkcode pushBodies} sends. */
+export interface PushOptions {
+  /** Messages per SendMessageBatch call (at most 10, and 256 KiB in all); default 10. */
+  perCall?: number;
+  /** What the returned map holds for a body (default the body itself). */
+  keyOf?: (body: string) => string;
 }
 
 /** True when the queue holds no visible, in-flight or delayed message. */
