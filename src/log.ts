@@ -34,6 +34,14 @@ export interface Logger {
   /** Reopens the log file (after logrotate moved it); a no-op on stdout. Never blocks. */
   reopen(): void;
   /**
+   * Undefined while job output fits in the buffer; otherwise resolves once it
+   * fits again, or once the sink made no progress for a while. A runner awaits
+   * it before reading more of a job's output, so a sink that is merely slower
+   * than a flooding job slows that job down instead of losing its lines; a
+   * stalled one still drops them (counted). The control path never awaits it.
+   */
+  outputRoom?(): Promise<void> | undefined;
+  /**
    * Flushes what is buffered (giving up after a bound, so a stalled sink cannot
    * hold the worker) and closes the log file, if any. Lines logged afterwards
    * are ignored.
@@ -90,6 +98,9 @@ export const LOG_BUFFER_CHARS = 4 * 1024 * 1024;
 
 /** How long close() waits for a slow sink before giving up on what is left. */
 export const LOG_CLOSE_TIMEOUT_MS = 2_000;
+
+/** A sink with no write done for this long is stalled: job output is dropped, not waited for. */
+export const OUTPUT_STALL_MS = 1_000;
 
 /** How often, at most, onDropped hears of drops. */
 export const DROP_REPORT_INTERVAL_MS = 1_000;
@@ -194,6 +205,12 @@ class LogQueue {
   #unsentWorker = 0;
   #dropTimer: Timer | undefined;
 
+  /** Readers of job output waiting for room (see `outputRoom`). */
+  #outputWaiters: (() => void)[] = [];
+  #stallTimer: Timer | undefined;
+  /** When the sink last finished a write, or was first asked to since it was idle. */
+  #progressAt = performance.now();
+
   constructor(sink: LogSink, options: LoggerOptions) {
     this.#sink = sink;
     this.#limit = Math.max(1, options.bufferChars ?? LOG_BUFFER_CHARS);
@@ -208,6 +225,45 @@ class LogQueue {
     if (!this.#dead && this.#queued < (output ? this.#outputLimit : this.#limit)) return true;
     this.#drop(output);
     return false;
+  }
+
+  /** See {@linkcode Logger.outputRoom}. */
+  outputRoom(): Promise<void> | undefined {
+    if (this.#closed || this.#dead || this.#hasOutputRoom()) return undefined;
+    if (performance.now() - this.#progressAt >= OUTPUT_STALL_MS) return undefined;
+    return new Promise((resolve) => {
+      this.#outputWaiters.push(resolve);
+      this.#armStallTimer();
+    });
+  }
+
+  /**
+   * Room for job output with a quarter of its share to spare: what a reader emits
+   * from one chunk of a pipe (64 KiB at most) fits without a drop.
+   */
+  #hasOutputRoom(): boolean {
+    return this.#queued <= this.#outputLimit * 0.75;
+  }
+
+  /** Lets the waiting readers go on: there is room, or the sink stalled (they drop then). */
+  #wakeOutput(): void {
+    clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
+    const waiters = this.#outputWaiters;
+    this.#outputWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  #armStallTimer(): void {
+    if (this.#stallTimer !== undefined) return;
+    const due = Math.max(0, this.#progressAt + OUTPUT_STALL_MS - performance.now());
+    const timer = setTimeout(() => {
+      this.#stallTimer = undefined;
+      if (performance.now() - this.#progressAt >= OUTPUT_STALL_MS) this.#wakeOutput();
+      else if (this.#outputWaiters.length > 0) this.#armStallTimer();
+    }, due);
+    Deno.unrefTimer(timer as unknown as number);
+    this.#stallTimer = timer;
   }
 
   /** Queues a rendered line, or drops it when it does not fit. */
@@ -280,6 +336,7 @@ class LogQueue {
   #kick(): void {
     if (this.#running || this.#abandoned) return;
     this.#running = true;
+    this.#progressAt = performance.now();
     // After the current task: the lines it logs go out in the first batch.
     queueMicrotask(this.#startWriter);
   }
@@ -355,6 +412,10 @@ class LogQueue {
           if (!this.#dead) await this.#writeText(text);
           if (this.#abandoned) return;
           this.#queued -= text.length;
+          this.#progressAt = performance.now();
+          if (this.#outputWaiters.length > 0 && this.#hasOutputRoom()) {
+            this.#wakeOutput();
+          }
           // The writer's copy no longer holds what the count has let go of.
           while (i < j) lines[i++] = "";
           this.#logDrops();
@@ -369,6 +430,7 @@ class LogQueue {
       this.#queued = 0;
     } finally {
       this.#running = false;
+      this.#wakeOutput();
       this.#idle?.();
       this.#idle = undefined;
     }
@@ -558,6 +620,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       error: (msg, fields) => emit("error", msg, fields),
       with: (fields) => build({ ...base, ...fields }),
       reopen: () => queue.reopen(),
+      outputRoom: () => queue.outputRoom(),
       close: () => queue.close(),
     };
   };

@@ -8,7 +8,13 @@
  * Every wait has a generous deadline; nothing asserts tight wall-clock times.
  */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { createLogger, type LogFields, type LoggerOptions, type LogSink } from "../src/log.ts";
+import {
+  createLogger,
+  type LogFields,
+  type LoggerOptions,
+  type LogSink,
+  OUTPUT_STALL_MS,
+} from "../src/log.ts";
 
 const decoder = new TextDecoder();
 
@@ -526,4 +532,47 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("log: outputRoom holds job output while a slow sink writes, and lets go of a stalled one", async () => {
+  // A slow sink: every write takes 30 ms, but the writer makes progress.
+  const written: string[] = [];
+  const slow: LogSink = {
+    async write(data: Uint8Array): Promise<number> {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      written.push(decoder.decode(data));
+      return data.length;
+    },
+  };
+  const log = createLogger({ format: "json", sink: slow, bufferChars: 20_000 });
+  const job = log.with({ message_id: "m1" });
+  const line = "x".repeat(500);
+  let paced = 0;
+  // A job that floods: its reader awaits outputRoom before each chunk, as the exec runner does.
+  for (let i = 0; i < 200; i++) {
+    const waiting = log.outputRoom?.();
+    if (waiting) {
+      paced++;
+      await waiting;
+    }
+    job.info(line, { stream: "stdout", seq: i });
+  }
+  await log.close();
+  const seqs = jsonLines(written.join("")).filter((l) => l.stream === "stdout").map((l) => l.seq);
+  strictEqual(seqs.length, 200, "job output was dropped although the sink kept writing");
+  ok(paced > 0, "the reader was never held");
+  ok(!written.join("").includes(DROP_MSG));
+
+  // A stalled sink: the reader is let go after OUTPUT_STALL_MS, and the lines are dropped.
+  const sink = stalledSink();
+  const stalled = createLogger({ format: "json", sink: sink.sink, bufferChars: 20_000 });
+  stalled.info("first");
+  await sink.firstWrite;
+  for (let i = 0; i < 100; i++) stalled.info(line, { stream: "stdout" });
+  const started = performance.now();
+  await stalled.outputRoom?.();
+  ok(performance.now() - started >= OUTPUT_STALL_MS - 50, "let go before the stall bound");
+  strictEqual(stalled.outputRoom?.(), undefined, "a stalled sink holds readers again");
+  sink.release();
+  await stalled.close();
 });

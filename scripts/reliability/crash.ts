@@ -234,7 +234,13 @@ async function churn(
     notes: redeliveryNotes(report),
   };
   if (signal === "SIGKILL") {
-    checkDuplicatesExplained(checks, runs, orphanParents, deletedAt);
+    const idOfBody = new Map([...ids].map(([id, body]) => [body, id]));
+    const raced = (body: string) => {
+      const id = idOfBody.get(body);
+      const deliveries = id === undefined ? [] : context.witness.deliveriesOf(id);
+      return deliveries.some((d, i) => i > 0 && d.at - deliveries[i - 1].at < RACE_WINDOW_MS);
+    };
+    checkDuplicatesExplained(checks, runs, orphanParents, deletedAt, raced);
     checks.equal(
       orphansLivingOn(runs, killed).length,
       0,
@@ -363,9 +369,11 @@ function checkDuplicatesExplained(
   runs: Run[],
   orphanParents: ReadonlySet<number>,
   deletedAt: DeletedAt,
+  raced: (body: string) => boolean,
 ): void {
   const unexplained: string[] = [];
   for (const [body, list] of runsByBody(runs)) {
+    if (raced(body)) continue;
     const deleted = deletedAt(body);
     list.slice(0, -1).forEach((run, index) => {
       const redelivered = deleted !== undefined && list[index + 1].startNs > deleted;
@@ -374,6 +382,13 @@ function checkDuplicatesExplained(
   }
   checks.equal(unexplained.length, 0, `duplicates not caused by a kill (${sample(unexplained)})`);
 }
+
+/**
+ * Two deliveries of one message this close together are the queue's doing: moto
+ * hands one message to overlapping receive calls (its race, F10/F13), although the
+ * first delivery's visibility timeout (4 s here) had just begun.
+ */
+const RACE_WINDOW_MS = 1_000;
 
 /** The jobs that were running when their worker was SIGKILLed. */
 function orphansOf(runs: Run[], killed: ReadonlyMap<number, bigint>): Run[] {

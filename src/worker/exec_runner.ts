@@ -232,8 +232,8 @@ export function startExecJob(
     signal("SIGTERM");
   });
   const output = Promise.all([
-    streamLines(child.stdout, (line) => log.info(line, { stream: "stdout" })),
-    streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" })),
+    streamLines(child.stdout, (line) => log.info(line, { stream: "stdout" }), log.outputRoom),
+    streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" }), log.outputRoom),
   ]);
 
   const done = child.status.then(async (status): Promise<JobResult> => {
@@ -345,10 +345,14 @@ async function writeBody(
   }
 }
 
-/** Reads `stream` and calls `emit` per line (split at MAX_LINE_BYTES), without keeping it whole. */
+/**
+ * Reads `stream` and calls `emit` per line (split at MAX_LINE_BYTES), without keeping it
+ * whole; before each chunk it awaits `room` (the log's room for job output), when given.
+ */
 export async function streamLines(
   stream: ReadableStream<Uint8Array>,
   emit: (line: string) => void,
+  room?: () => Promise<void> | undefined,
 ): Promise<void> {
   const decoder = new TextDecoder();
   const emitBytes = (bytes: Uint8Array) => {
@@ -366,6 +370,9 @@ export async function streamLines(
   let pending: Uint8Array = new Uint8Array(0);
   try {
     for await (const chunk of stream) {
+      // A log that is behind slows the job (its pipe fills) rather than losing its lines.
+      const waiting = room?.();
+      if (waiting) await waiting;
       let data = pending.length ? concat(pending, chunk) : chunk;
       let newline = data.indexOf(10);
       while (newline !== -1) {
