@@ -4,7 +4,9 @@
  * must run exactly once, and the visibility extension must keep up for all of
  * them: once every job has started, a second "spy" client keeps receiving with a
  * 1 s visibility timeout until the first job ends, and must get nothing. The
- * worker's own CPU time (utime + stime) and VmRSS are measured.
+ * worker's own CPU time (utime + stime) and VmRSS are reported, not checked: a
+ * CPU or memory target is a speed figure, held by `deno task bench`, and a
+ * timed assertion on a shared machine would fail on noise.
  *
  * @module
  */
@@ -30,9 +32,6 @@ import {
 } from "./harness.ts";
 import { cpuSeconds, RssSampler } from "./procfs.ts";
 import type { Scenario, ScenarioContext, ScenarioOutcome } from "./scenario.ts";
-
-/** Most worker CPU seconds per second of job time: 200 sleeping jobs may cost 0.2 of a core. */
-export const CPU_PER_JOB_SECOND_LIMIT = 0.001;
 
 /** Scenario 8. */
 export const loadScenario: Scenario = {
@@ -138,10 +137,6 @@ async function load(context: ScenarioContext): Promise<ScenarioOutcome> {
   checks.equal(spied, 0, "messages the spy received while the jobs ran");
   checks.that(spyCalls > 0, "the spy never got to receive");
   checks.equal(counts.visible + counts.inFlight + counts.delayed, 0, "messages left in the queue");
-  checks.that(
-    perJobSecond <= CPU_PER_JOB_SECOND_LIMIT,
-    `worker CPU ${perJobSecond.toFixed(5)} s per job-second > ${CPU_PER_JOB_SECOND_LIMIT}`,
-  );
   const retried = countLines([logs], "visibility extension failed; retrying");
   return {
     figures: {
