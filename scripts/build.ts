@@ -70,9 +70,9 @@ export interface CompileOptions {
 
 /**
  * Files the binary loads by URL at run time, relative to the repository root:
- * `new Worker(new URL("./module_host.ts", import.meta.url))` in `module_runner.ts`.
+ * `new Worker(new URL("./host.ts", import.meta.url))` in `src/runners/module/runner.ts`.
  */
-export const RUNTIME_MODULES: readonly string[] = Object.freeze(["src/worker/module_host.ts"]);
+export const RUNTIME_MODULES: readonly string[] = Object.freeze(["src/runners/module/host.ts"]);
 
 /** Returns the binary's file name for a target: `sqsrun-<target>`, plus `.exe` on Windows. */
 export function binaryName(target: string): string {

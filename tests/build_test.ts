@@ -25,7 +25,7 @@ import { RUNTIME_PERMISSIONS, runtimeFlags } from "../src/permissions.ts";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DENO = Deno.execPath();
 const FLAGS = runtimeFlags().join(" ");
-const INCLUDE = "--include src/worker/module_host.ts";
+const INCLUDE = "--include src/runners/module/host.ts";
 const ALL = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -281,7 +281,7 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       ...RUNTIME_PERMISSIONS,
       "--no-prompt",
       "--include",
-      "src/worker/module_host.ts",
+      "src/runners/module/host.ts",
       "--target",
       "x86_64-pc-windows-msvc",
       "--output",
@@ -299,12 +299,12 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
   );
 });
 
-Deno.test("the --run worker host is embedded: it exists and module_runner.ts loads it by URL", async () => {
-  deepStrictEqual(RUNTIME_MODULES, ["src/worker/module_host.ts"]);
+Deno.test("the --run worker host is embedded: it exists and the module runner loads it by URL", async () => {
+  deepStrictEqual(RUNTIME_MODULES, ["src/runners/module/host.ts"]);
   for (const path of RUNTIME_MODULES) {
     ok((await Deno.stat(join(ROOT, path))).isFile, path);
     const name = path.split("/").pop()!;
-    const runner = await Deno.readTextFile(join(ROOT, "src/worker/module_runner.ts"));
+    const runner = await Deno.readTextFile(join(ROOT, "src/runners/module/runner.ts"));
     ok(runner.includes(`new URL("./${name}", import.meta.url)`), `${name} is loaded by URL`);
   }
   deepStrictEqual(

@@ -9,12 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { execRunner } from "../src/worker/exec_runner.ts";
-import * as isolationModule from "../src/worker/isolation.ts";
-import { detectIsolation, findSetsid, type Isolation } from "../src/worker/isolation.ts";
+import { execRunner } from "../src/runners/exec.ts";
+import * as isolationModule from "../src/runners/process/isolation.ts";
+import { detectIsolation, findSetsid, type Isolation } from "../src/runners/process/isolation.ts";
 import type { LogFields, Logger } from "../src/log.ts";
 import type { JobMessage } from "../src/worker/message.ts";
-import { WATCHDOG_SCRIPT } from "../src/worker/watchdog.ts";
+import { WATCHDOG_SCRIPT } from "../src/runners/process/watchdog.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const isLinux = Deno.build.os === "linux";
@@ -226,8 +226,8 @@ Deno.test({
  */
 const THREAD_CHECK = `
 const [root] = Deno.args;
-const { execRunner } = await import(root + "/src/worker/exec_runner.ts");
-const { detectIsolation } = await import(root + "/src/worker/isolation.ts");
+const { execRunner } = await import(root + "/src/runners/exec.ts");
+const { detectIsolation } = await import(root + "/src/runners/process/isolation.ts");
 const log = { debug() {}, info() {}, warn() {}, error() {}, with() { return log; }, reopen() {}, close: async () => {} };
 const runner = execRunner({ command: "sleep", args: ["30"], shell: false, env: {} }, await detectIsolation());
 const message = (id) => ({ id, receiptHandle: "h", body: "", queueUrl: "q", receiveCount: 1, attributes: {}, receiveSentAt: 0 });
@@ -278,8 +278,8 @@ Deno.test({
  */
 const STAND_IN = `
 const [root, kind, count, killAfter, runId, body, job, dir] = Deno.args;
-const { execRunner } = await import(root + "/src/worker/exec_runner.ts");
-const isolationModule = await import(root + "/src/worker/isolation.ts");
+const { execRunner } = await import(root + "/src/runners/exec.ts");
+const isolationModule = await import(root + "/src/runners/process/isolation.ts");
 const SH_GATE = isolationModule.SH_GATE ?? [];
 const gated = SH_GATE.length > 0;
 const isolation = kind === "helper"

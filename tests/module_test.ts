@@ -12,7 +12,7 @@ import { awsEnv, type SqsBackend, sqsBackends, uniqueName } from "./support/loca
 import { assertOneLineError, runCli } from "./support/cli.ts";
 import { createQueue, deleteQueue, queueCounts, sendMessages, testClient } from "./support/sqs.ts";
 import { type LogLine, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
-import { readBody } from "../src/worker/module_runner.ts";
+import { readBody } from "../src/runners/module/runner.ts";
 import { mixedBody } from "./support/bodies.ts";
 
 interface Fixture {

@@ -24,7 +24,7 @@ import {
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 import { type LogLine, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
 import { decodeS3Key, parseS3Event } from "../src/sources/s3_event.ts";
-import { MalformedMessageError } from "../src/worker/runner.ts";
+import { MalformedMessageError } from "../src/sources/source.ts";
 
 interface S3Fixture {
   s3: S3Client;

@@ -11,7 +11,7 @@ import {
   helperArch,
   sessionHelperImage,
   sessionHelperText,
-} from "../src/worker/session_helper.ts";
+} from "../src/runners/process/session_helper.ts";
 import {
   detectIsolation,
   findExecutable,
@@ -19,7 +19,7 @@ import {
   GO_BYTE,
   makesSessionLeader,
   NO_GO_STATUS,
-} from "../src/worker/isolation.ts";
+} from "../src/runners/process/isolation.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const isLinux = Deno.build.os === "linux";
@@ -326,7 +326,7 @@ Deno.test({
       return;
     }
     try {
-      const module = new URL("../src/worker/isolation.ts", import.meta.url).href;
+      const module = new URL("../src/runners/process/isolation.ts", import.meta.url).href;
       const script = `const { detectIsolation } = await import(${JSON.stringify(module)});
 const isolation = await detectIsolation();
 console.log(isolation.kind === "wrapper" ? isolation.name : isolation.kind);`;

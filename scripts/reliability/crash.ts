@@ -5,7 +5,7 @@
  * Crash: every message must still run to a success sqsrun saw, nothing may stay in
  * the queue, and every extra run must be explained by a killed worker; duplicates
  * are counted. The jobs of a SIGKILLed worker are in sessions of their own, so only
- * the worker's watchdog (src/worker/watchdog.ts) can end them: none of them may run
+ * the worker's watchdog (src/runners/process/watchdog.ts) can end them: none of them may run
  * on for more than a second after the kill. Half the jobs write a line to stdout
  * after their work, which an orphan can no longer do.
  *

@@ -2,7 +2,7 @@
 // waits for one "go" byte on stdin: read(0, buf, 1). Anything but that one byte (end of file:
 // the worker died before it said go) exits 125 without running the job; otherwise
 // execve(argv[1], &argv[1], envp). If execve fails, a message on stderr and exit status 127.
-// src/worker/session_helper.ts holds these instructions as words; tests/session_helper_test.ts
+// src/runners/process/session_helper.ts holds these instructions as words; tests/session_helper_test.ts
 // assembles this file and checks that they match.
     .text
     .globl _start

@@ -12,12 +12,7 @@ import { RuntimeError } from "../errors.ts";
 import { describeAwsError, errorCode } from "../aws.ts";
 import type { WorkerMetrics } from "../metrics/metrics.ts";
 import type { JobMessage } from "../worker/message.ts";
-import {
-  type JobInput,
-  type JobSource,
-  type JobStep,
-  MalformedMessageError,
-} from "../worker/runner.ts";
+import { type JobInput, type JobSource, type JobStep, MalformedMessageError } from "./source.ts";
 
 /** One `ObjectCreated:*` record, with its key decoded. What `--run` modules get as `context.s3`. */
 export interface S3ObjectRecord {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { JobSource, JobStep } from "../worker/runner.ts";
+import type { JobSource, JobStep } from "./source.ts";
 import type { JobMessage } from "../worker/message.ts";
 
 /** Returns the source that runs one job per message, with the body as its input. */

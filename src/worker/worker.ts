@@ -19,17 +19,17 @@ import {
   toRuntimeError,
 } from "../aws.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
-import { execRunner } from "./exec_runner.ts";
-import { detectIsolation, findExecutable } from "./isolation.ts";
-import { moduleRunner } from "./module_runner.ts";
+import { execRunner } from "../runners/exec.ts";
+import { detectIsolation, findExecutable } from "../runners/process/isolation.ts";
+import { moduleRunner } from "../runners/module/runner.ts";
 import { runDaemon } from "../daemon.ts";
+import type { JobRunner } from "../runners/runner.ts";
 import {
   type JobInput,
-  type JobRunner,
   type JobSource,
   type JobStep,
   MalformedMessageError,
-} from "./runner.ts";
+} from "../sources/source.ts";
 import { messageSource } from "../sources/sqs_message.ts";
 import { fanOut, noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
 import { resolveStatsdAddress, statsdMetrics, statsdTags } from "../metrics/statsd.ts";

@@ -6,7 +6,7 @@
  *
  * Every choice but Windows' is gated: the job's program does not run until the
  * worker writes one "go" byte ({@linkcode GO_BYTE}) to its stdin, which it does
- * once the job's group is known to the watchdog (see exec_runner.ts). A wrapper
+ * once the job's group is known to the watchdog (see exec.ts). A wrapper
  * whose stdin ends before the go byte (the worker died first) exits
  * {@linkcode NO_GO_STATUS} without running anything. The session helper waits by
  * itself; `setsid` and a `detached` spawn run the program through

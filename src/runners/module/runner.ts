@@ -13,13 +13,14 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { describeFsError } from "../config.ts";
-import { UsageError } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import type { JobHandle, JobResult, KillSignal } from "./job.ts";
-import type { JobMessage } from "./message.ts";
-import type { HostReply, HostRequest } from "./module_host.ts";
-import type { JobInput, JobRunner } from "./runner.ts";
+import { describeFsError } from "../../config.ts";
+import { UsageError } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+import type { JobHandle, JobResult, KillSignal } from "../../worker/job.ts";
+import type { JobMessage } from "../../worker/message.ts";
+import type { JobInput } from "../../sources/source.ts";
+import type { HostReply, HostRequest } from "./host.ts";
+import type { JobRunner } from "../runner.ts";
 
 /** What `--run` runs. */
 export interface ModuleSpec {
@@ -40,7 +41,7 @@ export const DEFAULT_LOAD_TIMEOUT_MS = 60_000;
 const MAX_PENDING_LINES = 200;
 
 /** The host script: a separate file that `deno compile --include` must embed. */
-const HOST_URL = new URL("./module_host.ts", import.meta.url).href;
+const HOST_URL = new URL("./host.ts", import.meta.url).href;
 
 /**
  * Resolves a `--run` path against the current directory to the absolute `file:`

@@ -25,7 +25,7 @@
  *    past tokio's 10 s reaping of idle threads. `tests/exec_start_test.ts` checks
  *    that the job is the main thread's child. Spawning from a Web Worker instead
  *    would tie every job to that Worker's thread (its terminate() would kill them).
- * 3. read(0, buf, 1): waits for the worker's go byte (see exec_runner.ts). A read
+ * 3. read(0, buf, 1): waits for the worker's go byte (see exec.ts). A read
  *    of one byte from a pipe takes exactly one byte: the job reads its body
  *    untouched. Anything but one byte (end of file: the worker died before its go)
  *    exits 125 (NO_GO_STATUS) without running the job.

@@ -52,18 +52,19 @@
  */
 import type { Logger } from "../log.ts";
 import { describeError } from "../errors.ts";
-import type { JobMessage } from "./message.ts";
-import { jobEnvironment } from "./message.ts";
-import type { JobHandle, JobResult, KillSignal } from "./job.ts";
-import type { JobInput, JobRunner } from "./runner.ts";
+import type { JobMessage } from "../worker/message.ts";
+import { jobEnvironment } from "../worker/message.ts";
+import type { JobHandle, JobResult, KillSignal } from "../worker/job.ts";
+import type { JobInput } from "../sources/source.ts";
+import type { JobRunner } from "./runner.ts";
 import {
   findExecutable,
   GO_BYTE,
   isolatedCommand,
   type Isolation,
   openChildStdin,
-} from "./isolation.ts";
-import { type JobGroups, NO_WATCHDOG, startWatchdog } from "./watchdog.ts";
+} from "./process/isolation.ts";
+import { type JobGroups, NO_WATCHDOG, startWatchdog } from "./process/watchdog.ts";
 
 /** What `--exec` runs. */
 export interface ExecSpec {

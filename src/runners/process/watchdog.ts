@@ -18,7 +18,7 @@
  * before the worker's drain.
  *
  * Coverage comes before the job runs: the exec runner lets a job's program start
- * (its go byte, see exec_runner.ts) only once {@linkcode JobGroups.add} put its
+ * (its go byte, see exec.ts) only once {@linkcode JobGroups.add} put its
  * `+` line in the pipe. On Linux that write is synchronous, through a second write
  * end of the pipe opened at /proc/PID/fd/0 (the stream Deno gives would write only
  * once the event loop turns, and every job would wait that long for its go); it
@@ -36,8 +36,8 @@
  *
  * @module
  */
-import type { Logger } from "../log.ts";
-import { describeError } from "../errors.ts";
+import type { Logger } from "../../log.ts";
+import { describeError } from "../../errors.ts";
 import { openChildStdin } from "./isolation.ts";
 
 /** How long `-` lines wait to be written together. */

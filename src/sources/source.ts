@@ -1,13 +1,12 @@
 /**
- * The two seams of the job lifecycle: a source turns a message into the inputs of
- * its jobs (the body itself, or S3 objects), and a runner runs one input (a child
- * process, or a module). The lifecycle in `worker.ts` is written once for all.
+ * The source seam of the job lifecycle: a source turns a message into the inputs
+ * of its jobs (the body itself, or S3 objects). The worker's loop is written once
+ * for every source; a runner (`src/runners/`) then runs each input.
  *
  * @module
  */
 import type { LogFields, Logger } from "../log.ts";
-import type { JobHandle } from "./job.ts";
-import type { JobMessage } from "./message.ts";
+import type { JobMessage } from "../worker/message.ts";
 
 /** What one job gets. */
 export interface JobInput {
@@ -46,14 +45,4 @@ export interface JobSource {
    * Throws MalformedMessageError for a message it cannot read.
    */
   steps(message: JobMessage, log: Logger): JobStep[];
-}
-
-/** Runs job inputs. */
-export interface JobRunner {
-  /** Starts one job; a job that cannot start ends as a failed JobHandle, never a throw. */
-  start(message: JobMessage, input: JobInput, log: Logger): JobHandle;
-  /** Releases what the runner holds (module workers); running jobs are already over. */
-  close(): Promise<void>;
-  /** What the start-up log says about how jobs run (e.g. how they get a process group). */
-  readonly details?: Record<string, string>;
 }

@@ -9,7 +9,7 @@
  * reported before they end this Web Worker (Deno 2.9 ends only the worker, and
  * silently: the main thread would never hear of it).
  *
- * Loaded with `new Worker(new URL("./module_host.ts", import.meta.url))`; a
+ * Loaded with `new Worker(new URL("./host.ts", import.meta.url))`; a
  * compiled binary must embed it with `deno compile --include` (see
  * `scripts/build.ts`). It imports only `node:` built-ins for that reason.
  *
@@ -82,7 +82,7 @@ function describeLoadError(error: unknown): string {
   const lines = [...error.message.split("\n"), ...(error.stack ?? "").split("\n")];
   const at = lines
     .map((line) => /^\s*at (?:.*\()?(file:\/\/[^\s)]+)\)?$/.exec(line)?.[1])
-    .find((location) => location !== undefined && !location.includes("/module_host.ts:"));
+    .find((location) => location !== undefined && !location.includes("/module/host.ts:"));
   return at && !first.includes(at) ? `${first} (at ${at})` : first;
 }
 
