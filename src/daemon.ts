@@ -18,8 +18,13 @@
  */
 import { dirname, join } from "node:path";
 import type { Options } from "./config.ts";
-import { describeFsError } from "./config.ts";
-import { describeError, EXIT_RUNTIME, RuntimeError, UsageError } from "./errors.ts";
+import {
+  describeError,
+  describeFsError,
+  EXIT_RUNTIME,
+  RuntimeError,
+  UsageError,
+} from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { runtimeFlags } from "./permissions.ts";
 

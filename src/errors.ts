@@ -30,3 +30,17 @@ export function describeError(error: unknown): string {
   }
   return String(error).split("\n")[0];
 }
+
+/** A one-line reason for a file system error (Deno's messages append the path and call). */
+export function describeFsError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "is a directory";
+  if (error instanceof Deno.errors.NotCapable) return "not allowed by the runtime permissions";
+  if (error instanceof Error) {
+    if (/stream did not contain valid UTF-8/i.test(error.message)) return "not UTF-8 text";
+    if (/Is a directory/i.test(error.message)) return "is a directory";
+    return error.message.split("\n")[0].replace(/:? ?\((os error \d+)\).*$/, "").trim();
+  }
+  return String(error);
+}

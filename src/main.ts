@@ -6,8 +6,14 @@
  */
 import { runAdmin } from "./admin.ts";
 import { helpText, parseCli } from "./cli.ts";
-import { describeFsError, type Options, saveConfigFile, type Settings } from "./config.ts";
-import { describeError, EXIT_RUNTIME, RuntimeError, UsageError } from "./errors.ts";
+import { type Options, saveConfigFile, type Settings } from "./config.ts";
+import {
+  describeError,
+  describeFsError,
+  EXIT_RUNTIME,
+  RuntimeError,
+  UsageError,
+} from "./errors.ts";
 import { logsFlushed } from "./log.ts";
 import { VERSION } from "./version.ts";
 import { runWorker } from "./worker/worker.ts";

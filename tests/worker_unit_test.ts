@@ -12,12 +12,9 @@ import {
 } from "@aws-sdk/client-sqs";
 import { RecordingLogger } from "./support/recording_logger.ts";
 import { backoffDelay, sleep } from "../src/worker/backoff.ts";
-import {
-  attributeEnvName,
-  jobEnvironment,
-  type JobMessage,
-  toJobMessage,
-} from "../src/worker/message.ts";
+import { type JobMessage, toJobMessage } from "../src/worker/message.ts";
+import { attributeEnvName, jobEnvironment } from "../src/runners/process/job_env.ts";
+import { streamLines } from "../src/runners/process/output_lines.ts";
 import { AUTO_PREFETCH_HOLD_MS, prefetchCount, Scheduler } from "../src/worker/scheduler.ts";
 import {
   extensionSeconds,
@@ -32,7 +29,7 @@ import {
   type KillSignal,
   SupervisedJob,
 } from "../src/worker/job.ts";
-import { commandLine, streamLines } from "../src/runners/exec.ts";
+import { commandLine } from "../src/runners/exec.ts";
 import { BatchEntryError, SQS_BATCH_LIMIT, SqsBatcher } from "../src/worker/sqs_batcher.ts";
 import { type SettleCalls, Settler } from "../src/worker/settle.ts";
 
@@ -1245,7 +1242,7 @@ Deno.test("streamLines: a line longer than 16 KiB arriving in small chunks is sp
 });
 
 Deno.test({
-  // BUG (src/runners/exec.ts, streamLines): the `while (newline !== -1)` loop
+  // BUG (src/runners/process/output_lines.ts, streamLines): the `while (newline !== -1)` loop
   // emits every complete line whole, before the `data.length >= MAX_LINE_BYTES`
   // check, so a long line whose newline arrives in the same chunk is never split
   // (a child writing a 40000-byte line in one write() is logged as one line).
@@ -1265,7 +1262,7 @@ Deno.test({
 });
 
 Deno.test({
-  // BUG (src/runners/exec.ts, streamLines): `while (data.length >=
+  // BUG (src/runners/process/output_lines.ts, streamLines): `while (data.length >=
   // MAX_LINE_BYTES)` flushes a line of exactly 16 KiB (or a multiple) as a piece
   // when its newline has not arrived yet; the newline in the next chunk then ends
   // an empty line and a spurious "" is logged.
@@ -1292,7 +1289,7 @@ Deno.test("streamLines: multi-byte UTF-8 split across chunk boundaries decodes c
 });
 
 Deno.test({
-  // BUG (src/runners/exec.ts, streamLines): the 16 KiB split
+  // BUG (src/runners/process/output_lines.ts, streamLines): the 16 KiB split
   // `flush(data.subarray(0, MAX_LINE_BYTES))` cuts at a byte offset and `flush`
   // decodes each piece on its own (no `stream: true`), so a multi-byte character
   // straddling the cut becomes U+FFFD ("€" at bytes 16383-16385 is logged as

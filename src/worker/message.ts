@@ -1,5 +1,5 @@
 /**
- * The job input taken from one SQS message, and the environment a job sees.
+ * One received SQS message, as the worker holds it from receipt to settling.
  *
  * @module
  */
@@ -57,31 +57,4 @@ function toBase64(bytes: Uint8Array): string {
   let text = "";
   for (const byte of bytes) text += String.fromCharCode(byte);
   return btoa(text);
-}
-
-/** Turns a message attribute name into the suffix of an environment variable name. */
-export function attributeEnvName(name: string): string {
-  return name.toUpperCase().replace(/[^A-Z0-9_]/g, "_");
-}
-
-/**
- * The variables sqsrun adds to a job's environment: `--env` pairs, then the
- * message's own `SQSRUN_*` description (which `--env` cannot override).
- */
-export function jobEnvironment(
-  message: JobMessage,
-  extra: Record<string, string>,
-): Record<string, string> {
-  const env: Record<string, string> = { ...extra };
-  for (const [name, value] of Object.entries(message.attributes)) {
-    env[`SQSRUN_ATTR_${attributeEnvName(name)}`] = value;
-  }
-  env.SQSRUN_MESSAGE_ID = message.id;
-  env.SQSRUN_RECEIVE_COUNT = String(message.receiveCount);
-  env.SQSRUN_QUEUE_URL = message.queueUrl;
-  if (message.sentTimestamp !== undefined) {
-    env.SQSRUN_SENT_TIMESTAMP = String(message.sentTimestamp);
-  }
-  if (message.groupId !== undefined) env.SQSRUN_GROUP_ID = message.groupId;
-  return env;
 }

@@ -13,8 +13,7 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { describeFsError } from "../../config.ts";
-import { UsageError } from "../../errors.ts";
+import { describeFsError, UsageError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { JobHandle, JobResult, KillSignal } from "../../worker/job.ts";
 import type { JobMessage } from "../../worker/message.ts";
