@@ -11,7 +11,8 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { RecordingLogger } from "./support/recording_logger.ts";
-import { backoffDelay, sleep } from "../src/worker/backoff.ts";
+import { backoffDelay } from "../src/worker/backoff.ts";
+import { sleep } from "../src/worker/clock.ts";
 import { type JobMessage, toJobMessage } from "../src/worker/message.ts";
 import { attributeEnvName, jobEnvironment } from "../src/runners/process/job_env.ts";
 import { streamLines } from "../src/runners/process/output_lines.ts";

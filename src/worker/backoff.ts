@@ -1,6 +1,6 @@
 /**
  * Capped exponential back-off, shared by receive errors, settle retries and the
- * delay of a failed message.
+ * resolution of the queue at start-up.
  *
  * @module
  */
@@ -17,18 +17,4 @@ export interface BackoffBounds {
 export function backoffDelay(attempt: number, bounds: BackoffBounds): number {
   const exponent = Math.max(0, Math.min(attempt - 1, 30));
   return Math.min(bounds.capMs, bounds.floorMs * 2 ** exponent);
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted || ms <= 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

@@ -7,7 +7,8 @@
 import { ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import type { Logger } from "../log.ts";
 import { describeAwsError } from "../aws.ts";
-import { backoffDelay, sleep } from "./backoff.ts";
+import { backoffDelay } from "./backoff.ts";
+import { sleep } from "./clock.ts";
 import { type JobMessage, toJobMessage } from "./message.ts";
 
 /** Longest pause between receive attempts after repeated errors. */

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { type Clock, REAL_CLOCK } from "./clock.ts";
 import type { JobMessage } from "./message.ts";
 
 /** How the scheduler runs and gives back messages. */
@@ -30,21 +31,24 @@ export interface SchedulerOptions {
    * given back this way (their group's order depends on them).
    */
   holdLimitMs?: number;
+  /** The clock of run times, hold limits and coalescing waits; default the real one. */
+  clock?: Clock;
 }
 
 /** Admits messages into slots and lanes. */
 export class Scheduler {
   #options: SchedulerOptions;
+  #clock: Clock;
   #inHand = 0;
   #running = 0;
   #prefetch = 0;
   /** Received messages free to start, oldest first, with when each became ready. */
   #ready: { message: JobMessage; since: number }[] = [];
-  #holdTimer: ReturnType<typeof setTimeout> | undefined;
+  #holdTimer: unknown;
   #lanes = new Map<string, JobMessage[]>();
   #waiters: (() => void)[] = [];
   #meanRunMs: number | undefined;
-  /** When each running job started (performance.now()). */
+  /** When each running job started, on the scheduler's clock. */
   #startedAt = new Map<JobMessage, number>();
 
   constructor(options: SchedulerOptions) {
@@ -52,6 +56,7 @@ export class Scheduler {
       throw new RangeError("concurrency must be a positive integer");
     }
     this.#options = options;
+    this.#clock = options.clock ?? REAL_CLOCK;
   }
 
   /** Most messages held beyond the running jobs; lowering it never drops one already held. */
@@ -91,7 +96,7 @@ export class Scheduler {
    */
   get expectedRunMs(): number | undefined {
     if (this.#meanRunMs === undefined || this.#startedAt.size === 0) return this.#meanRunMs;
-    const now = performance.now();
+    const now = this.#clock.now();
     const elapsed = [...this.#startedAt.values()].map((start) => now - start).sort((a, b) => a - b);
     return Math.max(this.#meanRunMs, elapsed[Math.floor((elapsed.length - 1) / 2)]);
   }
@@ -130,7 +135,7 @@ export class Scheduler {
   /** Removes and returns every message not yet started (for shutdown). */
   takeWaiting(): JobMessage[] {
     const waiting = this.#ready.splice(0).map((entry) => entry.message);
-    clearTimeout(this.#holdTimer);
+    if (this.#holdTimer !== undefined) this.#clock.clearTimer(this.#holdTimer);
     this.#holdTimer = undefined;
     for (const lane of this.#lanes.values()) waiting.push(...lane.splice(0));
     return waiting;
@@ -156,12 +161,12 @@ export class Scheduler {
     if (this.freeSlots >= count || signal?.aborted) return;
     if (maxWaitMs === Infinity) return this.#wait(() => this.freeSlots >= count, signal);
     const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), maxWaitMs);
+    const timer = this.#clock.setTimer(() => timeout.abort(), maxWaitMs);
     const either = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
     try {
       await this.#wait(() => this.freeSlots >= count, either);
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimer(timer);
     }
   }
 
@@ -208,7 +213,7 @@ export class Scheduler {
   }
 
   #makeReady(message: JobMessage): void {
-    this.#ready.push({ message, since: performance.now() });
+    this.#ready.push({ message, since: this.#clock.now() });
   }
 
   /** Arms one timer for the oldest held standard message, if any and if there is a limit. */
@@ -217,8 +222,8 @@ export class Scheduler {
     if (limit === undefined || this.#holdTimer !== undefined) return;
     const oldest = this.#ready.find((entry) => this.#laneOf(entry.message) === undefined);
     if (!oldest) return;
-    const due = oldest.since + limit - performance.now();
-    this.#holdTimer = setTimeout(() => {
+    const due = oldest.since + limit - this.#clock.now();
+    this.#holdTimer = this.#clock.setTimer(() => {
       this.#holdTimer = undefined;
       this.#giveBackHeldTooLong(limit);
       this.#scheduleHoldCheck();
@@ -230,7 +235,7 @@ export class Scheduler {
    * slower): give it back so that another worker can run it now.
    */
   #giveBackHeldTooLong(limit: number): void {
-    const now = performance.now();
+    const now = this.#clock.now();
     const expired = (entry: { message: JobMessage; since: number }) =>
       this.#laneOf(entry.message) === undefined && now - entry.since >= limit;
     for (const { message } of this.#ready.filter(expired)) {
@@ -241,11 +246,11 @@ export class Scheduler {
 
   #start(message: JobMessage): void {
     this.#running += 1;
-    const started = performance.now();
+    const started = this.#clock.now();
     this.#startedAt.set(message, started);
     this.#options.run(message).then((succeeded) => {
       this.#startedAt.delete(message);
-      const ms = performance.now() - started;
+      const ms = this.#clock.now() - started;
       this.#meanRunMs = this.#meanRunMs === undefined
         ? ms
         : this.#meanRunMs + (ms - this.#meanRunMs) / 5;

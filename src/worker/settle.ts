@@ -13,7 +13,8 @@
 import type { Backoff } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { describeAwsError, isStaleReceipt } from "../aws.ts";
-import { backoffDelay, sleep } from "./backoff.ts";
+import { backoffDelay } from "./backoff.ts";
+import { type Clock, REAL_CLOCK, sleep } from "./clock.ts";
 import type { JobMessage } from "./message.ts";
 import { extensionSeconds, releaseVisibility, SQS_MAX_VISIBILITY_SECONDS } from "./visibility.ts";
 
@@ -39,8 +40,8 @@ export interface SettlerOptions {
   stop?: AbortSignal;
   /** Longest pause between two delete attempts; default 5 s. */
   maxRetryMs?: number;
-  /** Clock for the park computation; default `performance.now`. */
-  now?: () => number;
+  /** Time for the park computation and the pauses between retries; default the real clock. */
+  clock?: Clock;
   /** Called after each successful delete / release (for metrics). */
   onDeleted?: () => void;
   onReleased?: () => void;
@@ -51,9 +52,11 @@ export interface SettlerOptions {
 /** Deletes and releases messages with retries. */
 export class Settler {
   #options: SettlerOptions;
+  #clock: Clock;
 
   constructor(options: SettlerOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? REAL_CLOCK;
   }
 
   /** The job succeeded: delete the message. Resolves true once deleted. */
@@ -101,10 +104,9 @@ export class Settler {
    * to the queue's retention period.
    */
   async park(message: JobMessage, maxReceives: number): Promise<void> {
-    const now = this.#options.now ?? (() => performance.now());
     const seconds = extensionSeconds(
       SQS_MAX_VISIBILITY_SECONDS,
-      (now() - message.receiveSentAt) / 1000,
+      (this.#clock.now() - message.receiveSentAt) / 1000,
     );
     this.#options.log.error(
       "poison message: received more often than --max-receives; not running it",
@@ -178,6 +180,7 @@ export class Settler {
         await sleep(
           backoffDelay(attempt, { floorMs: 250, capMs: this.#options.maxRetryMs ?? 5_000 }),
           untilStopped ? stop : undefined,
+          this.#clock,
         );
       }
     }

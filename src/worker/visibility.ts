@@ -33,6 +33,7 @@
 import type { Backoff } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { describeAwsError, isStaleReceipt } from "../aws.ts";
+import { type Clock, REAL_CLOCK } from "./clock.ts";
 import type { JobMessage } from "./message.ts";
 
 /** SQS never keeps a message invisible for more than 12 hours after it was received. */
@@ -88,11 +89,8 @@ export interface VisibilityKeeperOptions {
   log: Logger;
   /** Delay before retrying a failed extension; default min(250 ms, margin/4). */
   retryMs?: number;
-  /** Monotonic clock in ms; default `performance.now`. */
-  now?: () => number;
-  /** Timers; default the global ones (tests pass their own). */
-  setTimer?: (callback: () => void, ms: number) => unknown;
-  clearTimer?: (id: unknown) => void;
+  /** The clock and timers; default the real ones (tests pass a fake clock). */
+  clock?: Clock;
   /** Called after each successful extension (for metrics). */
   onExtended?: () => void;
   /** Called once per delivery whose deadline passed, or may have, while in hand (for metrics). */
@@ -141,9 +139,10 @@ export class VisibilityKeeper {
 
   constructor(options: VisibilityKeeperOptions) {
     this.#options = options;
-    this.#now = options.now ?? (() => performance.now());
-    this.#setTimer = options.setTimer ?? ((callback, ms) => setTimeout(callback, ms));
-    this.#clearTimer = options.clearTimer ?? ((id) => clearTimeout(id as number));
+    const clock = options.clock ?? REAL_CLOCK;
+    this.#now = () => clock.now();
+    this.#setTimer = (callback, ms) => clock.setTimer(callback, ms);
+    this.#clearTimer = (id) => clock.clearTimer(id);
     this.#timeoutMs = options.timeoutSeconds * 1000;
     this.#baseMarginMs = (options.timeoutSeconds - options.extendAfterSeconds) * 1000;
     this.#retryMs = options.retryMs;

@@ -18,7 +18,8 @@ import {
   resolveQueueUrl,
   toRuntimeError,
 } from "../aws.ts";
-import { backoffDelay, sleep } from "./backoff.ts";
+import { backoffDelay } from "./backoff.ts";
+import { sleep } from "./clock.ts";
 import { execRunner } from "../runners/exec.ts";
 import { detectIsolation, findExecutable } from "../runners/process/isolation.ts";
 import { moduleRunner } from "../runners/module/runner.ts";
