@@ -29,6 +29,13 @@ import {
 import { UsageError } from "./errors.ts";
 import { isQueueUrl } from "./aws.ts";
 import { DEFAULT_MOVE_VISIBILITY } from "./redrive.ts";
+import {
+  isRunnerKind,
+  onlyOneOf,
+  orList,
+  RUNNER_KIND_NAMES,
+  RUNNER_KINDS,
+} from "./runners/kinds.ts";
 
 /** `--rate` at most: the largest MaxNumberOfMessagesPerSecond of a move task. */
 const MAX_MOVE_RATE = 500;
@@ -96,13 +103,15 @@ const COMMAND_FLAGS: readonly Command[] = [
   "redrive-status",
   "redrive-cancel",
   "configure",
-  "exec",
-  "run",
+  ...RUNNER_KIND_NAMES,
 ];
-const ARGV_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
+/** Commands that take ARGV after `--`: the runner kinds, and `--configure`, which writes it. */
+const ARGV_COMMANDS: readonly Command[] = [...RUNNER_KIND_NAMES, "configure"];
+/** The runner kinds' flags: `--exec`, `--run`. */
+const RUNNER_FLAGS = RUNNER_KIND_NAMES.map((name) => `--${name}`);
 /** Commands that talk to SQS and print a result (`--json` applies). */
 const ADMIN_COMMANDS: ReadonlySet<Command> = new Set(
-  COMMAND_FLAGS.filter((command) => !ARGV_COMMANDS.has(command)),
+  COMMAND_FLAGS.filter((command) => !ARGV_COMMANDS.includes(command)),
 );
 /** Admin commands that act on the queue `-q`. */
 const QUEUE_COMMANDS: ReadonlySet<Command> = new Set(
@@ -243,9 +252,7 @@ export function parseFlags(argv: string[]): ParsedFlags {
     const spec = settingSpec(token.name);
     if (spec) {
       applyFlagValue(parsed.settings, spec, value ?? "");
-      if (token.name === "exec" || token.name === "run" || token.name === "attr") {
-        named.add(token.name);
-      }
+      if (isRunnerKind(token.name) || token.name === "attr") named.add(token.name);
       continue;
     }
     switch (token.name) {
@@ -328,17 +335,18 @@ export function parseFlags(argv: string[]): ParsedFlags {
 }
 
 /**
- * Chooses the one command. `--configure` takes `--exec`/`--run`/`--attr` as data to
- * write, `--create` takes `--attr` as attributes of the new queue, and without a
- * command flag a job (`exec`/`run`) from the files is the command.
+ * Chooses the one command. `--configure` takes a runner kind (`--exec`, `--run`)
+ * and `--attr` as data to write, `--create` takes `--attr` as attributes of the new
+ * queue, and without a command flag a job (`exec`, `run`) from the files is the command.
  */
 export function chooseCommand(flags: ParsedFlags, merged: Settings): Command {
   let commands = [...flags.commands];
-  if (commands.includes("exec") && commands.includes("run")) {
-    throw new UsageError("give either --exec or --run, not both");
+  const jobs = commands.filter(isRunnerKind);
+  if (jobs.length > 1) {
+    throw new UsageError(`give ${onlyOneOf(jobs.map((name) => `--${name}`))}`);
   }
   if (commands.includes("configure")) {
-    commands = commands.filter((c) => c !== "exec" && c !== "run" && c !== "attr");
+    commands = commands.filter((c) => !isRunnerKind(c) && c !== "attr");
   }
   if (commands.includes("create")) commands = commands.filter((c) => c !== "attr");
   if (commands.length > 1) {
@@ -347,18 +355,17 @@ export function chooseCommand(flags: ParsedFlags, merged: Settings): Command {
     );
   }
   if (commands.length === 1) return commands[0];
-  if (merged.exec !== undefined) return "exec";
-  if (merged.run !== undefined) return "run";
+  const job = RUNNER_KIND_NAMES.find((name) => merged[name] !== undefined);
+  if (job !== undefined) return job;
   throw new UsageError(
     `no command: give one of ${COMMAND_FLAGS.map((c) => `--${c}`).join(", ")} (see sqsrun --help)`,
   );
 }
 
 function checkApplicable(flags: ParsedFlags, command: Command, merged: Settings): void {
-  if (flags.argvCount > 0 && !ARGV_COMMANDS.has(command)) {
-    throw new UsageError(
-      `arguments after -- are only for --exec, --run or --configure, not --${command}`,
-    );
+  if (flags.argvCount > 0 && !ARGV_COMMANDS.includes(command)) {
+    const takers = orList(ARGV_COMMANDS.map((name) => `--${name}`));
+    throw new UsageError(`arguments after -- are only for ${takers}, not --${command}`);
   }
   if (flags.counts && command !== "list") {
     throw new UsageError(`--counts only applies to --list, not --${command}`);
@@ -472,10 +479,13 @@ export function helpText(): string {
   const d = DEFAULTS;
   return `Usage: sqsrun [options] [-- ARGV...]
 
-A job runner for Amazon SQS: receives messages and runs a command (--exec) or a
-module (--run) for each one; the message is deleted only when the job succeeded.
+${
+    wrap(
+      `A job runner for Amazon SQS: receives messages and runs ${runnerSummary()} for each one; the message is deleted only when the job succeeded.`,
+    )
+  }
 
-Commands (exactly one; a job in a -f file counts as --exec/--run):
+Commands (exactly one; a job in a -f file counts as ${RUNNER_FLAGS.join("/")}):
       --list                      List queues (-q NAME: only names starting with NAME)
       --create                    Create queue -q (a name ending in .fifo makes a FIFO queue)
       --delete                    Delete queue -q (its messages are lost)
@@ -492,8 +502,7 @@ Commands (exactly one; a job in a -f file counts as --exec/--run):
       --redrive-status            List the recent message move tasks of dead-letter queue -q
       --redrive-cancel HANDLE     Stop a running move task (messages moved so far stay moved)
       --configure PATH.yaml       Write the other options to a configuration file (mode 0600)
-      --exec COMMAND              Run COMMAND for each message, body on its stdin
-      --run SCRIPT                Call the 'run' function of module SCRIPT for each message
+${runnerFlagLines()}
 
 AWS access:
   -k, --key-id ID                 AWS access key id (default: the AWS credential chain)
@@ -582,4 +591,32 @@ Other:
 Durations other than -t, --wait and --backoff accept decimals (e.g. -i 0.5), up to
 ${MAX_DURATION} seconds. Exit codes: 0 success, 1 runtime error, 2 usage error.
 `;
+}
+
+/** Names what each runner kind runs: `a command (--exec) or a module (--run)`. */
+function runnerSummary(): string {
+  return orList(RUNNER_KINDS.map((kind) => `${kind.runs} (--${kind.name})`));
+}
+
+/** The help lines of the runner kinds' flags, in the columns of the others. */
+function runnerFlagLines(): string {
+  return RUNNER_KINDS.map((kind) =>
+    `      ${`--${kind.name} ${kind.target}`.padEnd(28)}${kind.help}`
+  )
+    .join("\n");
+}
+
+/** Breaks `text` into lines of at most 80 characters, at spaces. */
+function wrap(text: string): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > 80) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === "" ? word : `${line} ${word}`;
+    }
+  }
+  return [...lines, line].join("\n");
 }

@@ -13,8 +13,16 @@
  */
 import { parseAllDocuments, stringify as stringifyYaml } from "yaml";
 import { describeFsError, UsageError } from "./errors.ts";
+import {
+  isRunnerKind,
+  onlyOneOf,
+  RUNNER_KIND_NAMES,
+  RUNNER_KINDS,
+  runnerKind,
+  type RunnerKindName,
+} from "./runners/kinds.ts";
 
-/** What one invocation does. Exactly one is chosen. */
+/** What one invocation does. Exactly one is chosen; a runner kind's name runs the worker. */
 export type Command =
   | "list"
   | "create"
@@ -27,8 +35,18 @@ export type Command =
   | "redrive-status"
   | "redrive-cancel"
   | "configure"
-  | "exec"
-  | "run";
+  | RunnerKindName;
+
+/**
+ * What each runner kind runs (`exec: COMMAND`, `run: SCRIPT`): the job. A layer
+ * or an invocation sets at most one of them.
+ */
+export type RunnerTargets = { [Name in RunnerKindName]?: string };
+
+/** Returns every runner kind's target of `settings`, unset ones as undefined. */
+export function runnerTargets(settings: RunnerTargets): RunnerTargets {
+  return Object.fromEntries(RUNNER_KIND_NAMES.map((name) => [name, settings[name]]));
+}
 
 /** Output format of the structured logger. */
 export type LogFormat = "json" | "text";
@@ -62,7 +80,7 @@ export interface RedriveInputs {
 }
 
 /** Everything an invocation needs, after files and flags were merged and defaults applied. */
-export interface Options {
+export interface Options extends RunnerTargets {
   command: Command;
   // AWS access
   keyId?: string;
@@ -84,9 +102,7 @@ export interface Options {
   redrive?: RedriveInputs;
   /** `-n/--max-messages` of `--peek` (default 10); absent for every other command. */
   maxMessages?: number;
-  // job
-  exec?: string;
-  run?: string;
+  // job (besides its runner kind's target)
   args: string[];
   env: Record<string, string>;
   shell: boolean;
@@ -172,7 +188,7 @@ export const MAX_BODY_BYTES = 1024 * 1024;
  * The explicit settings of one layer (a configuration file or the command line).
  * Every field is optional: absent means "not said here".
  */
-export interface Settings {
+export interface Settings extends RunnerTargets {
   keyId?: string;
   secretKey?: string;
   region?: string;
@@ -180,8 +196,6 @@ export interface Settings {
   profile?: string;
   queue?: string;
   attrs?: Record<string, string>;
-  exec?: string;
-  run?: string;
   args?: string[];
   env?: Record<string, string>;
   shell?: boolean;
@@ -301,8 +315,7 @@ export const SETTINGS: readonly SettingSpec[] = [
     min: 1,
     max: Number.MAX_SAFE_INTEGER,
   },
-  { key: "exec", field: "exec", kind: "text" },
-  { key: "run", field: "run", kind: "text" },
+  ...RUNNER_KINDS.map((kind): SettingSpec => ({ key: kind.name, field: kind.name, kind: "text" })),
   { key: "shell", field: "shell", kind: "boolean" },
   { key: "args", field: "args", kind: "list" },
   { key: "env", field: "env", kind: "env" },
@@ -693,8 +706,8 @@ export function applyFileValue(layer: Settings, spec: SettingSpec, value: unknow
 
 /**
  * Merges layers in order: a later value replaces an earlier one; `attr` and `env`
- * merge by name; `exec` and `run` are one slot (the job), so a later layer's job
- * replaces an earlier layer's job whichever of the two it uses.
+ * merge by name; the runner kinds' targets (`exec`, `run`) are one slot (the job),
+ * so a later layer's job replaces an earlier layer's job whichever kind it uses.
  */
 export function mergeSettings(...layers: Settings[]): Settings {
   const merged: Settings = {};
@@ -709,8 +722,10 @@ export function mergeSettings(...layers: Settings[]): Settings {
         (merged as Record<string, unknown>)[field] = value;
       }
     }
-    if (layer.exec !== undefined && layer.run === undefined) delete merged.run;
-    if (layer.run !== undefined && layer.exec === undefined) delete merged.exec;
+    const jobs = RUNNER_KIND_NAMES.filter((name) => layer[name] !== undefined);
+    if (jobs.length === 1) {
+      for (const name of RUNNER_KIND_NAMES) if (name !== jobs[0]) delete merged[name];
+    }
   }
   return merged;
 }
@@ -732,7 +747,7 @@ export interface Invocation {
 }
 
 /** Commands that run the worker, or write its configuration: the job timings matter to them. */
-const JOB_COMMANDS: ReadonlySet<Command> = new Set(["exec", "run", "configure"]);
+const JOB_COMMANDS: ReadonlySet<Command> = new Set([...RUNNER_KIND_NAMES, "configure"]);
 
 /** The numeric queue attributes and the ranges SQS accepts for them. */
 const QUEUE_ATTRIBUTE_RANGES: Record<string, [number, number, string]> = {
@@ -850,14 +865,10 @@ export function resolveOptions(invocation: Invocation): Options {
     const known = s.timeout !== undefined || !JOB_COMMANDS.has(command);
     if (known) deriveTimings(timeout, givenTimings);
   }
-  if (command === "run" && s.run !== undefined && /\.rb$/i.test(s.run)) {
-    // The Ruby tool's --run took a Ruby script; this one loads JavaScript or TypeScript.
-    throw new UsageError(
-      `--run ${s.run}: Ruby scripts are not supported: use --exec ruby ${s.run}`,
-    );
-  }
-  if ((command === "exec" || command === "run") && !s.queue) {
-    throw new UsageError(`--${command} needs -q/--queue`);
+  if (isRunnerKind(command)) {
+    const target = s[command];
+    if (target !== undefined) runnerKind(command).checkTarget?.(target);
+    if (!s.queue) throw new UsageError(`--${command} needs -q/--queue`);
   }
 
   if (JOB_COMMANDS.has(command) && !s.s3) {
@@ -897,8 +908,7 @@ export function resolveOptions(invocation: Invocation): Options {
     configure: invocation.configure,
     ...(invocation.redrive ? { redrive: { ...invocation.redrive } } : {}),
     ...(invocation.maxMessages !== undefined ? { maxMessages: invocation.maxMessages } : {}),
-    exec: s.exec,
-    run: s.run,
+    ...runnerTargets(s),
     args: s.args ?? [],
     env: { ...s.env },
     shell: s.shell ?? false,
@@ -978,8 +988,11 @@ export function parseConfigText(text: string, path: string): Settings {
     }
     applyFileValue(layer, spec, value, `configuration file '${path}': key '${key}'`);
   }
-  if (layer.exec !== undefined && layer.run !== undefined) {
-    throw new UsageError(`configuration file '${path}': give either 'exec' or 'run', not both`);
+  const jobs = RUNNER_KIND_NAMES.filter((name) => layer[name] !== undefined);
+  if (jobs.length > 1) {
+    throw new UsageError(
+      `configuration file '${path}': give ${onlyOneOf(jobs.map((name) => `'${name}'`))}`,
+    );
   }
   return layer;
 }

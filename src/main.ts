@@ -16,6 +16,7 @@ import {
 } from "./errors.ts";
 import { logsFlushed } from "./log.ts";
 import { VERSION } from "./version.ts";
+import { isRunnerKind } from "./runners/kinds.ts";
 import { runWorker } from "./worker/worker.ts";
 
 const encoder = new TextEncoder();
@@ -143,6 +144,19 @@ export function printable(text: string): string {
 // deno-lint-ignore no-control-regex
 const CONTROL_CHARACTERS = /[\x00-\x08\x0a-\x1f\x7f]/g;
 
+/** Runs the worker until it stops, and lets its last log lines out. */
+async function runWorkerToTheEnd(options: Options): Promise<number> {
+  workerRunning = true;
+  try {
+    return await runWorker(options);
+  } finally {
+    // The worker's last lines (e.g. "worker stopped") may still be on their way
+    // to the log; each logger gives up on a stalled sink within its close bound.
+    await logsFlushed();
+    workerRunning = false;
+  }
+}
+
 /**
  * Runs sqsrun with the given arguments and resolves to the exit code. Never throws:
  * every failure is printed as one line.
@@ -172,18 +186,8 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
       case "configure":
         await writeConfiguration(options, settings);
         return 0;
-      case "exec":
-      case "run":
-        workerRunning = true;
-        try {
-          return await runWorker(options);
-        } finally {
-          // The worker's last lines (e.g. "worker stopped") may still be on their way
-          // to the log; each logger gives up on a stalled sink within its close bound.
-          await logsFlushed();
-          workerRunning = false;
-        }
       default:
+        if (isRunnerKind(options.command)) return await runWorkerToTheEnd(options);
         return await runAdmin(options, {
           print: (line) => io.stdout(`${line}\n`),
           progress: (line) => io.stderr(`sqsrun: ${printable(redact(line, secrets))}\n`),

@@ -51,7 +51,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
-import { describeError } from "../errors.ts";
+import { describeError, UsageError } from "../errors.ts";
 import type { JobMessage } from "../worker/message.ts";
 import { jobEnvironment } from "./process/job_env.ts";
 import { streamLines } from "./process/output_lines.ts";
@@ -106,6 +106,29 @@ export function execRunner(spec: ExecSpec, isolation: Isolation): JobRunner {
       if (isolation.kind === "wrapper") isolation.remove();
     },
   };
+}
+
+/**
+ * Fails at start-up (UsageError) when `command` is neither an executable path nor
+ * found on PATH: a job that cannot start would fail every message it gets.
+ */
+export function assertExecutable(command: string): void {
+  if (findExecutable(command, Deno.env.get("PATH") ?? "") !== undefined) return;
+  if (command.includes("/") && existsAtAll(command)) {
+    throw new UsageError(`--exec: '${command}' is not an executable file`);
+  }
+  throw new UsageError(
+    `--exec: program '${command}' not found (give a path, or --shell for a command line)`,
+  );
+}
+
+function existsAtAll(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** What an exec job shares with the others of its worker. */

@@ -6,7 +6,14 @@
  * @module
  */
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import { DEFAULTS, deriveTimings, LISTEN_HOST, type Options, parseAddress } from "../config.ts";
+import {
+  DEFAULTS,
+  deriveTimings,
+  LISTEN_HOST,
+  type Options,
+  parseAddress,
+  runnerTargets,
+} from "../config.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { describeError, RuntimeError, UsageError } from "../errors.ts";
 import {
@@ -20,9 +27,7 @@ import {
 } from "../aws.ts";
 import { backoffDelay } from "./backoff.ts";
 import { sleep } from "./clock.ts";
-import { execRunner } from "../runners/exec.ts";
-import { detectIsolation, findExecutable } from "../runners/process/isolation.ts";
-import { moduleRunner } from "../runners/module/runner.ts";
+import { buildRunner } from "../runners/kinds.ts";
 import { runDaemon } from "../daemon.ts";
 import type { JobRunner } from "../runners/runner.ts";
 import {
@@ -51,26 +56,6 @@ const RECEIVE_COALESCE_MS = 20;
 const RECEIVE_DRAIN_MARGIN_MS = 2_000;
 /** How long a standard queue's delete waits for others to share its batch call. */
 const STANDARD_DELETE_LINGER_MS = 20;
-
-/**
- * Chooses how each job runs (`--exec` child or `--run` module); fails with a
- * UsageError when that cannot work (missing program, module that does not load).
- */
-async function createRunner(options: Options): Promise<JobRunner> {
-  if (options.command === "run") {
-    if (!options.run) throw new UsageError("--run needs a SCRIPT");
-    // Loaded once here, before anything is received: a module that cannot load is a usage error.
-    return await moduleRunner({ path: options.run, args: options.args, env: options.env });
-  }
-  if (!options.exec) throw new UsageError("--exec needs a COMMAND");
-  if (!options.shell) assertExecutable(options.exec);
-  return execRunner({
-    command: options.exec,
-    args: options.args,
-    shell: options.shell,
-    env: options.env,
-  }, await detectIsolation());
-}
 
 /** Chooses where each job's input comes from (the message body, or S3 objects). */
 function createSource(options: Options, deps: { metrics: WorkerMetrics }): JobSource {
@@ -124,7 +109,7 @@ export async function runWorker(options: Options): Promise<number> {
     return await runDaemon(options, {
       run: runWorker,
       check: async (daemonOptions) => {
-        await (await createRunner(daemonOptions)).close();
+        await (await buildRunner(daemonOptions)).close();
         // A missing queue or refused credentials stop the start; an unreachable
         // endpoint does not: the daemon retries it, as in the foreground.
         const client = createSqsClient({ ...daemonOptions, wait: 0 });
@@ -139,7 +124,7 @@ export async function runWorker(options: Options): Promise<number> {
     });
   }
   if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
-  const runner = await createRunner(options);
+  const runner = await buildRunner(options);
   let metrics: WorkerMetrics | undefined;
   let log: Logger;
   try {
@@ -305,26 +290,6 @@ async function resolveWorkerQueue(
   }
 }
 
-/** Fails at start-up when `command` is neither an executable path nor found on PATH. */
-export function assertExecutable(command: string): void {
-  if (findExecutable(command, Deno.env.get("PATH") ?? "") !== undefined) return;
-  if (command.includes("/") && existsAtAll(command)) {
-    throw new UsageError(`--exec: '${command}' is not an executable file`);
-  }
-  throw new UsageError(
-    `--exec: program '${command}' not found (give a path, or --shell for a command line)`,
-  );
-}
-
-function existsAtAll(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface WorkerParts {
   options: Options;
   queue: QueueSettings;
@@ -423,8 +388,7 @@ class Worker {
     const removeSignals = this.#listenForSignals();
     this.#warnAboutLimits();
     this.#log.info("worker started", {
-      exec: options.exec,
-      run: options.run,
+      ...runnerTargets(options),
       concurrency: options.concurrency,
       prefetch: this.#prefetchSetting,
       visibility_timeout: options.timeout,
