@@ -55,9 +55,8 @@ import { describeError, UsageError } from "../errors.ts";
 import type { JobMessage } from "../worker/message.ts";
 import { jobEnvironment } from "./process/job_env.ts";
 import { streamLines } from "./process/output_lines.ts";
-import type { JobHandle, JobResult, KillSignal } from "../worker/job.ts";
 import type { JobInput } from "../sources/source.ts";
-import type { JobRunner } from "./runner.ts";
+import type { JobRunner, RunningJob } from "./runner.ts";
 import {
   findExecutable,
   GO_BYTE,
@@ -79,6 +78,35 @@ export interface ExecSpec {
   env: Record<string, string>;
 }
 
+/** The two signals a job's process group gets: polite, then final. */
+export type ProcessSignal = "SIGTERM" | "SIGKILL";
+
+/** How a job's process ended. */
+export interface ProcessResult {
+  /** Exit code, or null when the process was ended by a signal or never started. */
+  code: number | null;
+  /** Signal that ended it, if any. */
+  signal: string | null;
+  /** Why the job failed besides its exit (it could not start, its input broke off). */
+  error?: string;
+}
+
+/** The process of one message. */
+export interface ProcessJob {
+  /** The leader of its process group; undefined when it could not start. */
+  pid?: number;
+  /** Resolves once it exited and its output was read; never rejects. */
+  done: Promise<ProcessResult>;
+  /** Sends a signal to its whole process group. */
+  signal(name: ProcessSignal): void;
+}
+
+/** The `--exec` runner, which also starts the process of one message on its own. */
+export interface ExecRunner extends JobRunner {
+  /** Starts the process of `message`; one that cannot start ends as a failed result, never a throw. */
+  start(message: JobMessage, input: JobInput, log: Logger): ProcessJob;
+}
+
 /** How long to wait for output still buffered in pipes after the child exited. */
 const OUTPUT_DRAIN_MS = 2_000;
 
@@ -90,21 +118,42 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
   return { program: spec.command, args: spec.args };
 }
 
-/** Returns the runner of `--exec` jobs; closing it removes what `isolation` installed. */
-export function execRunner(spec: ExecSpec, isolation: Isolation): JobRunner {
+/**
+ * Returns the runner of `--exec` jobs: one message, one process. Closing it
+ * removes what `isolation` installed.
+ */
+export function execRunner(spec: ExecSpec, isolation: Isolation): ExecRunner {
   const programs = new ProgramCache();
   // Started with the first job, whose logger it borrows for its warnings.
   let groups: JobGroups | undefined;
+  const start = (message: JobMessage, input: JobInput, log: Logger): ProcessJob => {
+    groups ??= isolation.kind === "none" ? NO_WATCHDOG : startWatchdog(log);
+    return startExecJob(message, input, spec, log, { isolation, programs, groups });
+  };
   return {
+    maxItems: 1,
     details: { isolation: isolation.kind === "wrapper" ? isolation.name : isolation.kind },
-    start: (message, input, log) => {
-      groups ??= isolation.kind === "none" ? NO_WATCHDOG : startWatchdog(log);
-      return startExecJob(message, input, spec, log, { isolation, programs, groups });
-    },
+    start,
+    run: ({ items: [item], log }) => processJob(start(item.message, item.input, log)),
     close: async () => {
       await groups?.close();
       if (isolation.kind === "wrapper") isolation.remove();
     },
+  };
+}
+
+/**
+ * A process as a running job: exit code 0 (with its input whole) is its message's
+ * success, SIGTERM and SIGKILL to its group are its two stops.
+ */
+export function processJob(process: ProcessJob): RunningJob {
+  return {
+    fields: { pid: process.pid },
+    done: process.done.then(({ code, signal, error }) => ({
+      results: [{ succeeded: code === 0 && error === undefined, error }],
+      fields: { exit_code: code, signal },
+    })),
+    stop: (mode) => process.signal(mode === "polite" ? "SIGTERM" : "SIGKILL"),
   };
 }
 
@@ -167,7 +216,7 @@ export function startExecJob(
   spec: ExecSpec,
   log: Logger,
   context: ExecContext,
-): JobHandle {
+): ProcessJob {
   const { isolation, programs = new ProgramCache(), groups = NO_WATCHDOG } = context;
   const { program, args } = commandLine(spec);
   const env = jobEnvironment(message, { ...spec.env, ...input.env });
@@ -175,7 +224,7 @@ export function startExecJob(
   // body from one cut short (its worker died while writing it).
   const body = typeof input.body === "string" ? encoder.encode(input.body) : input.body;
   if (body instanceof Uint8Array) env.SQSRUN_BODY_BYTES = String(body.length);
-  const failed = (failure: string): JobHandle => ({
+  const failed = (failure: string): ProcessJob => ({
     pid: undefined,
     done: Promise.resolve({ code: null, signal: null, error: failure }),
     signal: () => {},
@@ -210,7 +259,7 @@ export function startExecJob(
   const covered = grouped ? groups.add(pid) : undefined;
   const gated = isolation.kind !== "none" && isolation.gated;
   let exited = false;
-  const signal = (name: KillSignal) => {
+  const signal = (name: ProcessSignal) => {
     if (exited && name !== "SIGKILL") return;
     try {
       if (isolation.kind === "none") child.kill(name);
@@ -259,7 +308,7 @@ export function startExecJob(
     streamLines(child.stderr, (line) => log.info(line, { stream: "stderr" }), log.outputRoom),
   ]);
 
-  const done = child.status.then(async (status): Promise<JobResult> => {
+  const done = child.status.then(async (status): Promise<ProcessResult> => {
     exited = true;
     // The job is over when its leader exits: whatever it left running goes too.
     signal("SIGKILL");

@@ -1,21 +1,80 @@
 /**
- * The runner seam of the job lifecycle: a runner runs one job input (a child
- * process, or a module). The worker's loop in `src/worker/` is written once for
- * every runner; a source (`src/sources/`) says what the inputs are.
+ * The runner seam of the job lifecycle: a runner runs jobs (a child process per
+ * message, a module in a Web Worker), and the worker's loop in `src/worker/` is
+ * written once for all of them; a source (`src/sources/`) says what the inputs are.
+ *
+ * A job carries one message or several (up to {@linkcode JobRunner.maxItems}, 1
+ * for every runner today), and its runner says what became of each message, so
+ * settling stays per message. The runner also names the fields of the job's end
+ * line in its own terms: an exit code and a signal for a process, the error a
+ * module threw. It is told to stop in two modes, never with signal names.
  *
  * @module
  */
-import type { Logger } from "../log.ts";
-import type { JobHandle } from "../worker/job.ts";
+import type { LogFields, Logger } from "../log.ts";
 import type { JobMessage } from "../worker/message.ts";
 import type { JobInput } from "../sources/source.ts";
 
-/** Runs job inputs. */
+/**
+ * How a job is told to stop: `polite` asks it to end (SIGTERM to a process,
+ * `terminate()` of a module), `final` ends it now (SIGKILL, the end of the Web
+ * Worker).
+ */
+export type StopMode = "polite" | "final";
+
+/** One message of a job, with the input its source opened. */
+export interface JobItem {
+  message: JobMessage;
+  input: JobInput;
+  /** The message's logger (its id, and the fields of its step). */
+  log: Logger;
+}
+
+/** What a runner is given to run: 1..maxItems messages. */
+export interface Job {
+  items: JobItem[];
+  /** Where the job's own lines go (its output): its item's logger when it has one. */
+  log: Logger;
+}
+
+/** What became of one message of a job, as its runner sees it. */
+export interface MessageResult {
+  succeeded: boolean;
+  /** Why it failed, when the runner can say (logged as `error`). */
+  error?: string;
+}
+
+/** How a job ended, in its runner's words. */
+export interface JobReport {
+  /** One per item of the job, in its order. */
+  results: MessageResult[];
+  /** The runner's own fields of the job's end line (`exit_code` and `signal` of a process). */
+  fields: LogFields;
+}
+
+/** A started job, as its runner hands it over. */
+export interface RunningJob {
+  /** What names the job in the supervisor's lines (`pid` for a process). */
+  readonly fields: LogFields;
+  /** Resolves once the job ended; never rejects. */
+  readonly done: Promise<JobReport>;
+  /** Asks the job to stop (`polite`), or ends it (`final`). */
+  stop(mode: StopMode): void;
+}
+
+/** Runs jobs. */
 export interface JobRunner {
-  /** Starts one job; a job that cannot start ends as a failed JobHandle, never a throw. */
-  start(message: JobMessage, input: JobInput, log: Logger): JobHandle;
+  /** Most messages one job carries. */
+  readonly maxItems: number;
+  /** Starts a job; one that cannot start ends as a failed report, never a throw. */
+  run(job: Job): RunningJob;
   /** Releases what the runner holds (module workers); running jobs are already over. */
   close(): Promise<void>;
   /** What the start-up log says about how jobs run (e.g. how they get a process group). */
   readonly details?: Record<string, string>;
+}
+
+/** Returns a job's report in which every message met the same `result`. */
+export function reportAll(job: Job, result: MessageResult, fields: LogFields): JobReport {
+  return { results: job.items.map(() => ({ ...result })), fields };
 }

@@ -2,86 +2,82 @@
  * One job's life as an explicit state machine:
  *
  *     running ──(-x elapsed / shutdown)──> terminating ──(--kill-grace)──> killing
- *        │                                    │  SIGTERM every -X              │ SIGKILL
+ *        │                                    │  polite stop every -X          │ final stop
  *        └────────────────────────────────────┴───────────────> exited <──────┘
  *
- * The runner behind a job (a child process, later a module) only needs to start,
- * report its end, and take two signals.
+ * The runner behind a job (a child process, a module) only needs to start it,
+ * report its end, and take the two stops ({@linkcode StopMode}). Which of its
+ * messages succeeded is the runner's word, overruled only when the supervisor had
+ * to stop the job.
  *
  * @module
  */
 import type { Logger } from "../log.ts";
-
-/** The two signals the supervisor sends: polite, then final. */
-export type KillSignal = "SIGTERM" | "SIGKILL";
-
-/** How a runner's job ended. */
-export interface JobResult {
-  /** Exit code, or null when the job was ended by a signal or never started. */
-  code: number | null;
-  /** Signal that ended it, if any. */
-  signal: string | null;
-  /** Why the job could not run at all. */
-  error?: string;
-}
-
-/** A started job, as its runner hands it over. */
-export interface JobHandle {
-  pid?: number;
-  /** Resolves once the job ended; never rejects. */
-  done: Promise<JobResult>;
-  /** Sends a signal to the job (its whole process group, for a child). */
-  signal(name: KillSignal): void;
-}
+import type { JobReport, RunningJob } from "../runners/runner.ts";
+import { type Clock, REAL_CLOCK } from "./clock.ts";
 
 /** When to end a job that runs too long, in milliseconds. */
 export interface KillPolicy {
-  /** `-x`: first SIGTERM this long after the start. */
+  /** `-x`: the first polite stop this long after the start. */
   killAfterMs: number;
-  /** `-X`: SIGTERM again this often. */
+  /** `-X`: the polite stop again this often. */
   retryMs: number;
-  /** `--kill-grace`: SIGKILL this long after the first SIGTERM. */
+  /** `--kill-grace`: the final stop this long after the first polite one. */
   graceMs: number;
+}
+
+/** How a job is watched. */
+export interface SupervisionOptions {
+  policy: KillPolicy;
+  /** The job's logger: the supervisor's own lines about it go there. */
+  log: Logger;
+  /** The clock of the kill timers and the duration; default the real one. */
+  clock?: Clock;
 }
 
 /** The states of a supervised job. */
 export type JobState = "running" | "terminating" | "killing" | "exited";
 
-/** The final word on a job. */
-export interface JobOutcome {
-  succeeded: boolean;
-  result: JobResult;
-  /** The supervisor had to signal it (timeout or shutdown). */
+/** How a supervised job ended. */
+export interface JobEnd {
+  /** What its runner said. */
+  report: JobReport;
+  /** The supervisor had to stop it (kill timeout or shutdown): none of its messages succeeded. */
   killed: boolean;
+  /** Per message of the job, in its order: the runner said it succeeded, and it was not killed. */
+  succeeded: boolean[];
   durationMs: number;
 }
 
-/** Watches one job and escalates from SIGTERM to SIGKILL on schedule. */
+/** Watches one job and escalates from the polite stop to the final one on schedule. */
 export class SupervisedJob {
-  #handle: JobHandle;
+  #job: RunningJob;
   #policy: KillPolicy;
   #log: Logger;
+  #clock: Clock;
   #state: JobState = "running";
   #killed = false;
-  #timers: ReturnType<typeof setTimeout>[] = [];
-  #startedAt = performance.now();
+  #timers = new Set<unknown>();
+  #startedAt: number;
   /** Resolves when the job has exited; never rejects. */
-  readonly outcome: Promise<JobOutcome>;
+  readonly ended: Promise<JobEnd>;
 
-  constructor(handle: JobHandle, policy: KillPolicy, log: Logger) {
-    this.#handle = handle;
-    this.#policy = policy;
-    this.#log = log;
-    this.#timers.push(setTimeout(() => this.terminate("kill timeout"), policy.killAfterMs));
-    this.outcome = handle.done.then((result) => {
+  constructor(job: RunningJob, options: SupervisionOptions) {
+    this.#job = job;
+    this.#policy = options.policy;
+    this.#log = options.log;
+    this.#clock = options.clock ?? REAL_CLOCK;
+    this.#startedAt = this.#clock.now();
+    this.#after(this.#policy.killAfterMs, () => this.terminate("kill timeout"));
+    this.ended = job.done.then((report) => {
       this.#state = "exited";
-      for (const timer of this.#timers) clearTimeout(timer);
-      const succeeded = !this.#killed && result.error === undefined && result.code === 0;
+      for (const timer of this.#timers) this.#clock.clearTimer(timer);
+      this.#timers.clear();
       return {
-        succeeded,
-        result,
+        report,
         killed: this.#killed,
-        durationMs: Math.round(performance.now() - this.#startedAt),
+        succeeded: report.results.map((result) => result.succeeded && !this.#killed),
+        durationMs: Math.round(this.#clock.now() - this.#startedAt),
       };
     });
   }
@@ -96,20 +92,35 @@ export class SupervisedJob {
     if (this.#state !== "running") return;
     this.#state = "terminating";
     this.#killed = true;
-    this.#log.warn("terminating job", { reason, pid: this.#handle.pid });
-    this.#handle.signal("SIGTERM");
-    this.#timers.push(setInterval(() => {
-      if (this.#state === "terminating") this.#handle.signal("SIGTERM");
-    }, this.#policy.retryMs));
-    this.#timers.push(setTimeout(() => this.kill("kill grace elapsed"), this.#policy.graceMs));
+    this.#log.warn("terminating job", { reason, ...this.#job.fields });
+    this.#job.stop("polite");
+    this.#repeatPoliteStop();
+    this.#after(this.#policy.graceMs, () => this.kill("kill grace elapsed"));
   }
 
-  /** Sends SIGKILL now. */
+  /** Stops the job for good now. */
   kill(reason: string): void {
     if (this.#state === "exited" || this.#state === "killing") return;
     this.#state = "killing";
     this.#killed = true;
-    this.#log.warn("killing job", { reason, pid: this.#handle.pid });
-    this.#handle.signal("SIGKILL");
+    this.#log.warn("killing job", { reason, ...this.#job.fields });
+    this.#job.stop("final");
+  }
+
+  /** Asks again every `-X` while the job is terminating. */
+  #repeatPoliteStop(): void {
+    this.#after(this.#policy.retryMs, () => {
+      if (this.#state !== "terminating") return;
+      this.#job.stop("polite");
+      this.#repeatPoliteStop();
+    });
+  }
+
+  #after(ms: number, callback: () => void): void {
+    const timer = this.#clock.setTimer(() => {
+      this.#timers.delete(timer);
+      callback();
+    }, ms);
+    this.#timers.add(timer);
   }
 }

@@ -1,10 +1,13 @@
 /**
  * Concurrency slots, messages received ahead, and FIFO group lanes. A message is
  * in hand from the moment it is received until it is settled; at most
- * `concurrency` of them run at once, and at most `prefetch` more wait, ready to
- * start the moment a job ends. On a FIFO queue, messages of one group run one at a
- * time, in order. On a standard queue a group id names a tenant (fair queues): it
- * orders nothing, and a tenant's messages run in parallel like any others.
+ * `concurrency` jobs run at once, each with up to `maxItems` messages (one, for
+ * every runner today), and at most `prefetch` more messages wait, ready to start
+ * the moment a job ends. On a FIFO queue, messages of one group run one at a time,
+ * in order: a group's next message becomes ready only once the job of the one
+ * before it ended, so no job ever holds two messages of one group. On a standard
+ * queue a group id names a tenant (fair queues): it orders nothing, and a tenant's
+ * messages run in parallel like any others.
  *
  * @module
  */
@@ -15,10 +18,15 @@ import type { JobMessage } from "./message.ts";
 export interface SchedulerOptions {
   /** Most jobs running at once. */
   concurrency: number;
+  /** Most messages one job takes (the runner's `maxItems`); default 1. */
+  maxItems?: number;
   /** The queue is a FIFO queue: group ids make lanes. Default false. */
   fifo?: boolean;
-  /** Runs and settles one message; resolves true when its job succeeded. Never rejects. */
-  run(message: JobMessage): Promise<boolean>;
+  /**
+   * Runs and settles the messages of one job (1..maxItems, oldest first); resolves,
+   * per message in that order, true when it succeeded. Never rejects.
+   */
+  run(messages: JobMessage[]): Promise<boolean[]>;
   /**
    * Gives back a message that will not run: a later message of a FIFO group whose
    * earlier message failed, one held ahead for longer than `holdLimitMs`, or one
@@ -39,6 +47,7 @@ export interface SchedulerOptions {
 export class Scheduler {
   #options: SchedulerOptions;
   #clock: Clock;
+  #maxItems: number;
   #inHand = 0;
   #running = 0;
   #prefetch = 0;
@@ -49,12 +58,17 @@ export class Scheduler {
   #waiters: (() => void)[] = [];
   #meanRunMs: number | undefined;
   /** When each running job started, on the scheduler's clock. */
-  #startedAt = new Map<JobMessage, number>();
+  #startedAt = new Map<JobMessage[], number>();
 
   constructor(options: SchedulerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new RangeError("concurrency must be a positive integer");
     }
+    const maxItems = options.maxItems ?? 1;
+    if (!Number.isInteger(maxItems) || maxItems < 1) {
+      throw new RangeError("maxItems must be a positive integer");
+    }
+    this.#maxItems = maxItems;
     this.#options = options;
     this.#clock = options.clock ?? REAL_CLOCK;
   }
@@ -69,9 +83,9 @@ export class Scheduler {
     this.#wakeAll();
   }
 
-  /** Most messages in hand at once: the running jobs and those held ahead. */
+  /** Most messages in hand at once: those of the running jobs, and those held ahead. */
   get capacity(): number {
-    return this.#options.concurrency + this.#prefetch;
+    return this.#options.concurrency * this.#maxItems + this.#prefetch;
   }
 
   /** Messages received and free to start as soon as a job ends. */
@@ -80,8 +94,8 @@ export class Scheduler {
   }
 
   /**
-   * Average time from start to end of a message's run (exponentially weighted, in
-   * ms), or undefined before the first one ended: what a message held ahead waits.
+   * Average time from start to end of a job's run (exponentially weighted, in ms),
+   * or undefined before the first one ended: what a message held ahead waits.
    */
   get meanRunMs(): number | undefined {
     return this.#meanRunMs;
@@ -205,9 +219,13 @@ export class Scheduler {
     for (const wake of [...this.#waiters]) wake();
   }
 
+  /**
+   * Starts jobs of the oldest ready messages while a slot is free. Ready messages
+   * hold at most one of each FIFO group, so a job never gets two of one group.
+   */
   #startReady(): void {
     while (this.#running < this.#options.concurrency && this.#ready.length > 0) {
-      this.#start(this.#ready.shift()!.message);
+      this.#start(this.#ready.splice(0, this.#maxItems).map((entry) => entry.message));
     }
     this.#scheduleHoldCheck();
   }
@@ -244,19 +262,19 @@ export class Scheduler {
     this.#ready = this.#ready.filter((entry) => !expired(entry));
   }
 
-  #start(message: JobMessage): void {
+  #start(messages: JobMessage[]): void {
     this.#running += 1;
     const started = this.#clock.now();
-    this.#startedAt.set(message, started);
-    this.#options.run(message).then((succeeded) => {
-      this.#startedAt.delete(message);
+    this.#startedAt.set(messages, started);
+    this.#options.run(messages).then((succeeded) => {
+      this.#startedAt.delete(messages);
       const ms = this.#clock.now() - started;
       this.#meanRunMs = this.#meanRunMs === undefined
         ? ms
         : this.#meanRunMs + (ms - this.#meanRunMs) / 5;
       this.#running -= 1;
-      this.#next(message, succeeded);
-      this.#free(1);
+      messages.forEach((message, index) => this.#next(message, succeeded[index]));
+      this.#free(messages.length);
       this.#startReady();
     });
   }

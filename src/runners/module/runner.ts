@@ -1,8 +1,8 @@
 /**
  * `--run`: each job calls `run(body, context)` of the user's module inside a Web
- * Worker. One worker per concurrency slot, created when a slot first needs it and
- * reused; a worker that was killed, exited or had an uncaught error is dropped and
- * the slot gets a fresh one for its next job.
+ * Worker. The Web Workers are the slots of a slot pool (`../slot_pool.ts`): one per
+ * concurrency slot, created when a job first needs it and reused; one that was
+ * killed, exited or had an uncaught error dies, and the next job gets a fresh one.
  *
  * The module is loaded once at start-up, before anything is received, so a
  * missing file, a syntax error or a missing `run` export is a usage error.
@@ -15,11 +15,9 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { describeFsError, UsageError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-import type { JobHandle, JobResult, KillSignal } from "../../worker/job.ts";
-import type { JobMessage } from "../../worker/message.ts";
-import type { JobInput } from "../../sources/source.ts";
 import type { HostReply, HostRequest } from "./host.ts";
-import type { JobRunner } from "../runner.ts";
+import type { Job, JobItem, JobReport, JobRunner, RunningJob, StopMode } from "../runner.ts";
+import { SlotPool, type SlotResource } from "../slot_pool.ts";
 
 /** What `--run` runs. */
 export interface ModuleSpec {
@@ -83,117 +81,119 @@ export function loadFailureReason(reason: string, importFailed: boolean): string
  */
 export async function moduleRunner(spec: ModuleSpec): Promise<JobRunner> {
   const url = await resolveModuleUrl(spec.path);
-  const pool = new ModulePool(url, spec);
-  await pool.preload();
-  return pool;
+  const runner = new ModuleRunner(url, spec);
+  await runner.preload();
+  return runner;
 }
 
-/** Slots of Web Workers running one module. */
-class ModulePool implements JobRunner {
-  #url: string;
+/**
+ * How long a terminate request may stay unanswered before the module counts as
+ * stuck. The host answers within milliseconds whenever the module's event loop
+ * runs at all; unanswered for this long, its thread is busy in synchronous code.
+ */
+const TERMINATE_ANSWER_MS = 500;
+
+/** What the Web Workers of one runner share. */
+interface SharedByWorkers {
+  url: string;
+  loadTimeoutMs: number;
+  pool: SlotPool<ModuleWorker>;
+  /** Lines printed while loading ahead of any job, kept for the first job; undefined after it. */
+  loadOutput: { stream: string; line: string }[] | undefined;
+  /** Threads that never answered a terminate request: Deno cannot stop them. */
+  stuckThreads: number;
+}
+
+/** Web Workers running one module, each one job at a time, in a slot pool. */
+class ModuleRunner implements JobRunner {
+  readonly maxItems = 1;
   #spec: ModuleSpec;
-  #idle: ModuleSlot[] = [];
-  #slots = new Set<ModuleSlot>();
+  #shared: SharedByWorkers;
   #nextId = 1;
-  #pending: { stream: string; line: string }[] | undefined = [];
-  #stuck = 0;
 
   constructor(url: string, spec: ModuleSpec) {
-    this.#url = url;
     this.#spec = spec;
+    const pool = new SlotPool(() => new ModuleWorker(this.#shared));
+    this.#shared = {
+      url,
+      loadTimeoutMs: spec.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS,
+      pool,
+      loadOutput: [],
+      stuckThreads: 0,
+    };
   }
 
   /** Loads the module in the first slot; throws a UsageError when that fails. */
   async preload(): Promise<void> {
-    const slot = this.#spawn();
+    const { pool } = this.#shared;
+    const worker = pool.spawn();
     try {
-      await slot.ready;
+      await worker.loaded;
     } catch (error) {
-      this.#drop(slot);
+      pool.kill(worker);
       throw new UsageError(`--run ${this.#spec.path}: ${(error as Error).message}`);
     }
-    this.#idle.push(slot);
+    pool.loaded(worker);
   }
 
-  start(message: JobMessage, input: JobInput, log: Logger): JobHandle {
-    if (this.#pending) {
+  run({ items: [item], log }: Job): RunningJob {
+    const { loadOutput } = this.#shared;
+    if (loadOutput) {
       // Output of the module's top-level code at start-up, logged with the first job's
       // logger but without its message id: no job was running then.
       const loadLog = log.with({ message_id: undefined, phase: "module load" });
-      for (const { stream, line } of this.#pending) loadLog.info(line, { stream });
-      this.#pending = undefined;
+      for (const { stream, line } of loadOutput) loadLog.info(line, { stream });
+      this.#shared.loadOutput = undefined;
     }
-    const slot = this.#idle.pop() ?? this.#spawn();
-    return slot.start(this.#nextId++, message, input, this.#spec, log);
+    return this.#shared.pool.acquire().run(this.#nextId++, item, this.#spec, log);
   }
 
   close(): Promise<void> {
-    for (const slot of this.#slots) slot.dispose();
-    this.#slots.clear();
-    this.#idle = [];
+    this.#shared.pool.close();
     return Promise.resolve();
   }
-
-  #spawn(): ModuleSlot {
-    const slot = new ModuleSlot(this.#url, this.#spec.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS, {
-      released: (reusable) => {
-        if (reusable) this.#idle.push(slot);
-        else this.#drop(slot);
-      },
-      lost: () => this.#drop(slot),
-      stuck: () => ++this.#stuck,
-      orphanOutput: (stream, line) => {
-        if (this.#pending && this.#pending.length < MAX_PENDING_LINES) {
-          this.#pending.push({ stream, line });
-        }
-      },
-    });
-    this.#slots.add(slot);
-    return slot;
-  }
-
-  #drop(slot: ModuleSlot): void {
-    slot.dispose();
-    this.#slots.delete(slot);
-    this.#idle = this.#idle.filter((other) => other !== slot);
-  }
 }
 
-/** How a slot tells its pool what happened to it. */
-interface SlotEvents {
-  /** The job ended; `reusable` is false when the worker must not run another job. */
-  released(reusable: boolean): void;
-  /** The worker ended between jobs (exit, uncaught error). */
-  lost(): void;
-  /** A killed worker never answered: Deno cannot stop its thread. Returns how many so far. */
-  stuck(): number;
-  /** Output printed while no job had ever run in this slot. */
-  orphanOutput(stream: string, line: string): void;
-}
-
-/** The job a slot is running. */
-interface SlotJob {
+/** The job a module slot runs. */
+interface ModuleJob {
   id: number;
   log: Logger;
-  finish(result: JobResult, reusable: boolean): void;
   /** When the oldest terminate request not answered yet was sent (`performance.now()`). */
   unansweredSince: number | undefined;
-  finished: boolean;
+  /** Resolves the job's `done`. */
+  end(report: JobReport): void;
+}
+
+/** How a module job ended: the reason it failed, or that its Web Worker was ended. */
+type ModuleEnding = { error?: string; killed?: boolean };
+
+/**
+ * A job's report: its message succeeded when `run()` returned. A Web Worker ended
+ * by a final stop gets `signal: "SIGKILL"` in the end line, as an `--exec` job
+ * killed after its grace does, so one query finds both (README).
+ */
+function moduleReport({ error, killed = false }: ModuleEnding): JobReport {
+  return {
+    results: [{ succeeded: error === undefined && !killed, error }],
+    fields: { signal: killed ? "SIGKILL" : null },
+  };
 }
 
 /** One Web Worker with the module loaded, running at most one job at a time. */
-class ModuleSlot {
+class ModuleWorker implements SlotResource {
   /** Resolves once the module is loaded; rejects with the reason it cannot be. */
-  readonly ready: Promise<void>;
+  readonly loaded: Promise<void>;
+  #shared: SharedByWorkers;
   #worker: Worker;
-  #events: SlotEvents;
-  #job: SlotJob | undefined;
-  #lastLog: Logger | undefined;
-  #dead = false;
-  #settleLoad: { resolve(): void; reject(error: Error): void } | undefined;
+  /** Settles `loaded`; a no-op once it did. */
+  #settleLoad: (error?: Error) => void = () => {};
+  /** The job running, while the slot is busy. */
+  #job: ModuleJob | undefined;
+  /** Where output goes between jobs: the last job's logger, without its message id. */
+  #idleLog: Logger | undefined;
 
-  constructor(url: string, loadTimeoutMs: number, events: SlotEvents) {
-    this.#events = events;
+  constructor(shared: SharedByWorkers) {
+    this.#shared = shared;
     this.#worker = new Worker(HOST_URL, { type: "module", name: "sqsrun --run" });
     this.#worker.onmessage = (event: MessageEvent<HostReply>) => this.#onReply(event.data);
     this.#worker.onerror = (event) => {
@@ -205,84 +205,65 @@ class ModuleSlot {
     this.#worker.onmessageerror = () => {
       this.#log()?.warn("a message from the module's worker could not be read");
     };
-    this.ready = new Promise<void>((resolve, reject) => {
+    this.loaded = new Promise<void>((resolve, reject) => {
+      const { loadTimeoutMs } = shared;
       const timer = setTimeout(() => {
-        reject(new Error(`the module did not finish loading within ${loadTimeoutMs / 1000} s`));
+        this.#settleLoad(
+          new Error(`the module did not finish loading within ${loadTimeoutMs / 1000} s`),
+        );
       }, loadTimeoutMs);
-      this.#settleLoad = {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
+      this.#settleLoad = (error) => {
+        this.#settleLoad = () => {};
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve();
       };
     });
     // A slot created for a job reports a failed load through that job.
-    this.ready.catch(() => {});
-    this.#post({ type: "load", url });
+    this.loaded.catch(() => {});
+    this.#post({ type: "load", url: shared.url });
   }
 
-  /** Runs one job; the handle's `done` resolves after the slot was given back. */
-  start(
-    id: number,
-    message: JobMessage,
-    input: JobInput,
-    spec: ModuleSpec,
-    log: Logger,
-  ): JobHandle {
-    this.#lastLog = log;
-    let resolveDone!: (result: JobResult) => void;
-    const done = new Promise<JobResult>((resolve) => resolveDone = resolve);
-    const job: SlotJob = {
-      id,
-      log,
-      unansweredSince: undefined,
-      finished: false,
-      finish: (result, reusable) => {
-        if (job.finished) return;
-        job.finished = true;
-        if (this.#job === job) this.#job = undefined;
-        this.#events.released(reusable && !this.#dead);
-        resolveDone(result);
-      },
-    };
+  /** Runs one job; its `done` resolves after the slot was given back to the pool. */
+  run(id: number, item: JobItem, spec: ModuleSpec, log: Logger): RunningJob {
+    this.#idleLog = log.with({ message_id: undefined });
+    let end!: (report: JobReport) => void;
+    const done = new Promise<JobReport>((resolve) => end = resolve);
+    const job: ModuleJob = { id, log, unansweredSince: undefined, end };
     this.#job = job;
-    void this.#begin(job, message, input, spec);
-    return { pid: undefined, done, signal: (name) => this.#signal(job, name) };
+    void this.#begin(job, item, spec);
+    return { fields: {}, done, stop: (mode) => this.#stop(job, mode) };
   }
 
-  /** Ends the worker now. */
+  /** Ends the Web Worker now (the pool calls this once the slot is dead). */
   dispose(): void {
-    this.#dead = true;
-    this.#settleLoad?.reject(new Error("the module's worker was stopped"));
+    this.#settleLoad(new Error("the module's worker was stopped"));
     this.#worker.terminate();
   }
 
-  async #begin(job: SlotJob, message: JobMessage, input: JobInput, spec: ModuleSpec) {
+  /** Ends `job`, if it is still this slot's, and gives the slot back to the pool. */
+  #finish(job: ModuleJob, ending: ModuleEnding, reusable: boolean): void {
+    if (this.#job !== job) return;
+    this.#job = undefined;
+    this.#shared.pool.release(this, reusable);
+    job.end(moduleReport(ending));
+  }
+
+  async #begin(job: ModuleJob, { message, input }: JobItem, spec: ModuleSpec) {
     try {
-      await this.ready;
+      await this.loaded;
     } catch (error) {
-      return job.finish({
-        code: null,
-        signal: null,
-        error: `--run ${spec.path}: ${(error as Error).message}`,
-      }, false);
+      return this.#finish(job, { error: `--run ${spec.path}: ${(error as Error).message}` }, false);
     }
     let body: string;
     let bytes: Uint8Array;
     try {
       ({ body, bytes } = await readBody(input.body));
     } catch (error) {
-      return job.finish({
-        code: null,
-        signal: null,
-        error: `cannot read the job's input: ${(error as Error).message}`,
-      }, true);
+      const reason = `cannot read the job's input: ${(error as Error).message}`;
+      return this.#finish(job, { error: reason }, true);
     }
-    if (job.finished) return;
+    if (this.#job !== job) return;
     const context: Record<string, unknown> = {
       ...input.context,
       messageId: message.id,
@@ -297,39 +278,38 @@ class ModuleSlot {
     try {
       this.#post({ type: "run", id: job.id, body, bytes, context }, [bytes.buffer as ArrayBuffer]);
     } catch (error) {
-      job.finish({
-        code: null,
-        signal: null,
-        error: `cannot pass the job to the module: ${(error as Error).message}`,
-      }, true);
+      const reason = `cannot pass the job to the module: ${(error as Error).message}`;
+      this.#finish(job, { error: reason }, true);
     }
   }
 
-  #signal(job: SlotJob, name: KillSignal): void {
-    if (job.finished) return;
-    if (name === "SIGTERM") {
+  /** A polite stop is a terminate request; a final one ends the Web Worker. */
+  #stop(job: ModuleJob, mode: StopMode): void {
+    if (this.#job !== job) return;
+    if (mode === "polite") {
       job.unansweredSince ??= performance.now();
       this.#post({ type: "terminate", id: job.id });
       return;
     }
-    // An answer takes milliseconds when the module's event loop runs at all.
-    if (job.unansweredSince !== undefined && performance.now() - job.unansweredSince > 500) {
+    if (
+      job.unansweredSince !== undefined &&
+      performance.now() - job.unansweredSince > TERMINATE_ANSWER_MS
+    ) {
       // The module never got to see the terminate request: its thread is busy in
       // synchronous code. Deno 2.9's Worker.terminate() cannot interrupt that
       // (denoland/deno#35657), so the thread keeps a CPU until sqsrun exits.
-      const count = this.#events.stuck();
+      const count = ++this.#shared.stuckThreads;
       job.log.error(
         "the module did not answer terminate requests; its thread cannot be stopped " +
           "and keeps running until sqsrun restarts",
         { stuck_threads: count },
       );
     }
-    this.dispose();
-    job.finish({ code: null, signal: "SIGKILL" }, false);
+    this.#finish(job, { killed: true }, false);
   }
 
   #log(): Logger | undefined {
-    return this.#job?.log ?? this.#lastLog?.with({ message_id: undefined });
+    return this.#job?.log ?? this.#idleLog;
   }
 
   #post(request: HostRequest, transfer: Transferable[] = []): void {
@@ -340,22 +320,22 @@ class ModuleSlot {
     const job = this.#job;
     switch (reply.type) {
       case "loaded":
-        this.#settleLoad?.resolve();
+        this.#settleLoad();
         return;
       case "load-error":
-        this.#settleLoad?.reject(new Error(loadFailureReason(reply.reason, reply.importFailed)));
+        this.#settleLoad(new Error(loadFailureReason(reply.reason, reply.importFailed)));
         return;
       case "output": {
         const log = this.#log();
         if (log) log.info(reply.line, { stream: reply.stream });
-        else this.#events.orphanOutput(reply.stream, reply.line);
+        else this.#keepLoadOutput(reply.stream, reply.line);
         return;
       }
       case "done":
         if (!job || job.id !== reply.id) return;
-        if (reply.ok) return job.finish({ code: 0, signal: null }, true);
+        if (reply.ok) return this.#finish(job, {}, true);
         job.log.warn("run() threw", { error: reply.error, stack: reply.stack });
-        return job.finish({ code: 1, signal: null, error: `run() threw: ${reply.error}` }, true);
+        return this.#finish(job, { error: `run() threw: ${reply.error}` }, true);
       case "terminated":
         if (!job || job.id !== reply.id) return;
         job.unansweredSince = undefined;
@@ -363,15 +343,11 @@ class ModuleSlot {
         return;
       case "exit": {
         // The worker is ending: Deno ends only the Web Worker, never sqsrun.
-        this.#dead = true;
         const what = `the module called ${reply.how}(${reply.how === "close" ? "" : reply.code})`;
-        this.#settleLoad?.reject(new Error(`${what} while loading`));
-        if (job) {
-          job.finish({ code: reply.code, signal: null, error: what }, false);
-        } else {
-          this.#log()?.warn(`${what} outside a job; its worker is replaced`);
-          this.#events.lost();
-        }
+        this.#settleLoad(new Error(`${what} while loading`));
+        if (job) return this.#finish(job, { error: what }, false);
+        this.#log()?.warn(`${what} outside a job; its worker is replaced`);
+        this.#shared.pool.kill(this);
         return;
       }
       case "uncaught":
@@ -379,21 +355,27 @@ class ModuleSlot {
     }
   }
 
+  /** Output while no job ever ran in this slot: the first job logs it. */
+  #keepLoadOutput(stream: string, line: string): void {
+    const kept = this.#shared.loadOutput;
+    if (kept && kept.length < MAX_PENDING_LINES) kept.push({ stream, line });
+  }
+
   #onUncaught(error: string, stack: string | undefined): void {
-    this.#settleLoad?.reject(new Error(`uncaught error while loading: ${error}`));
+    this.#settleLoad(new Error(`uncaught error while loading: ${error}`));
     const job = this.#job;
     if (job) {
       // A stray error while a job runs is that job's: it fails, and the worker,
       // whose state is now unknown, is replaced before the next job.
       job.log.warn("uncaught error in the module", { error, stack });
-      job.finish({ code: 1, signal: null, error: `uncaught error in the module: ${error}` }, false);
+      this.#finish(job, { error: `uncaught error in the module: ${error}` }, false);
       return;
     }
     this.#log()?.error("uncaught error in the module outside a job; its worker is replaced", {
       error,
       stack,
     });
-    this.#events.lost();
+    this.#shared.pool.kill(this);
   }
 }
 
