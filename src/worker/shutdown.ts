@@ -36,7 +36,7 @@ export function listenForSignals(
 /** What a shutdown acts on, and when. */
 export interface ShutdownOptions {
   /** The jobs running now (a live set): terminated at the deadline, killed by a second signal. */
-  running: ReadonlySet<SupervisedJob>;
+  running: ReadonlySet<Pick<SupervisedJob, "terminate" | "kill">>;
   /** `--wait`, seconds: how long a receive call in flight may still take. */
   waitSeconds: number;
   /** `--shutdown-timeout`, seconds: how long running jobs may take to finish. */

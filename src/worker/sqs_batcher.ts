@@ -9,6 +9,7 @@ import {
   DeleteMessageBatchCommand,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
+import { type Clock, REAL_CLOCK } from "./clock.ts";
 
 /** SQS accepts at most this many entries in one batch call. */
 export const SQS_BATCH_LIMIT = 10;
@@ -39,19 +40,22 @@ export interface SqsBatcherOptions {
    * already free): a longer wait fills more batches. Default: `lingerMs`.
    */
   deleteLingerMs?: number;
+  /** The clock of the linger timers; default the real one. */
+  clock?: Clock;
 }
 
 /** Entries of one kind waiting for their call. */
 interface Pending {
   entries: Entry[];
   lingerMs: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: unknown;
 }
 
 /** Sends deletes and visibility changes in batches. */
 export class SqsBatcher {
   #client: SQSClient;
   #queueUrl: string;
+  #clock: Clock;
   #deletes: Pending;
   #changes: Pending;
   #inFlight = new Set<Promise<void>>();
@@ -59,6 +63,7 @@ export class SqsBatcher {
   constructor(options: SqsBatcherOptions) {
     this.#client = options.client;
     this.#queueUrl = options.queueUrl;
+    this.#clock = options.clock ?? REAL_CLOCK;
     const lingerMs = options.lingerMs ?? 5;
     this.#deletes = { entries: [], lingerMs: options.deleteLingerMs ?? lingerMs, timer: undefined };
     this.#changes = { entries: [], lingerMs, timer: undefined };
@@ -86,13 +91,13 @@ export class SqsBatcher {
       pending.entries.push({ receiptHandle, visibility, resolve, reject });
       if (pending.entries.length >= SQS_BATCH_LIMIT) this.#send(pending);
       else if (pending.timer === undefined) {
-        pending.timer = setTimeout(() => this.#send(pending), pending.lingerMs);
+        pending.timer = this.#clock.setTimer(() => this.#send(pending), pending.lingerMs);
       }
     });
   }
 
   #send(pending: Pending): void {
-    clearTimeout(pending.timer);
+    if (pending.timer !== undefined) this.#clock.clearTimer(pending.timer);
     pending.timer = undefined;
     const send = pending === this.#deletes
       ? (entries: Entry[]) => this.#sendDeletes(entries)

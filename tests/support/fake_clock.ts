@@ -21,6 +21,7 @@ export class FakeClock {
   #now: number;
   #timers = new Map<number, PendingTimer>();
   #nextId = 1;
+  #maxPending = 0;
 
   constructor(start = 0) {
     this.#now = start;
@@ -33,6 +34,7 @@ export class FakeClock {
   setTimer = (callback: () => void, ms: number): number => {
     const id = this.#nextId++;
     this.#timers.set(id, { at: this.#now + Math.max(0, ms), callback });
+    this.#maxPending = Math.max(this.#maxPending, this.#timers.size);
     return id;
   };
 
@@ -44,6 +46,11 @@ export class FakeClock {
   /** Timers not yet fired nor cleared. */
   get pending(): number {
     return this.#timers.size;
+  }
+
+  /** The most timers that were pending at once. */
+  get maxPending(): number {
+    return this.#maxPending;
   }
 
   /**

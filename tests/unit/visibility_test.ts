@@ -1,11 +1,19 @@
 /**
- * Unit tests of the visibility keeper's timing on a fake clock: deadlines count
- * from send times, extensions are scheduled from send times, slow answers widen
- * the margin and get hedged, a missed deadline is reported once, the 12-hour cap
- * is announced before it is reached, and a new delivery re-arms the entry.
+ * Unit tests of visibility.ts on a fake clock: how long a failed message stays
+ * hidden and how long an extension asks for; the keeper's deadlines count from
+ * send times, extensions are scheduled from send times, slow answers widen the
+ * margin and get hedged, a missed deadline is reported once, the 12-hour cap is
+ * announced before it is reached, a new delivery re-arms the entry, and one timer
+ * serves every message.
  */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { VisibilityKeeper, type VisibilityKeeperOptions } from "../../src/worker/visibility.ts";
+import {
+  extensionSeconds,
+  releaseVisibility,
+  SQS_MAX_VISIBILITY_SECONDS,
+  VisibilityKeeper,
+  type VisibilityKeeperOptions,
+} from "../../src/worker/visibility.ts";
 import type { JobMessage } from "../../src/worker/message.ts";
 import { FakeClock } from "../support/fake_clock.ts";
 import { RecordingLogger } from "../support/recording_logger.ts";
@@ -265,4 +273,216 @@ Deno.test("VisibilityKeeper: covered() is false when SQS calls the receipt stale
   strictEqual(await waiting, false);
   keeper.stop();
   strictEqual(clock.pending, 0, "a timer is left after stop");
+});
+
+Deno.test("releaseVisibility: no back-off releases at once", () => {
+  strictEqual(releaseVisibility(1, undefined), 0);
+  strictEqual(releaseVisibility(7, undefined), 0);
+});
+
+Deno.test("releaseVisibility: base 2 max 8 doubles per receive up to the max", () => {
+  const backoff = { base: 2, max: 8 };
+  deepStrictEqual([1, 2, 3, 4, 10].map((count) => releaseVisibility(count, backoff)), [
+    2,
+    4,
+    8,
+    8,
+    8,
+  ]);
+});
+
+Deno.test("releaseVisibility: never above the SQS limit of 43200 s, even with a larger max", () => {
+  const backoff = { base: 60, max: 1_000_000 };
+  strictEqual(releaseVisibility(1, backoff), 60);
+  strictEqual(releaseVisibility(20, backoff), SQS_MAX_VISIBILITY_SECONDS);
+  strictEqual(releaseVisibility(1_000, backoff), 43_200);
+  for (let count = 1; count < 100; count++) {
+    ok(releaseVisibility(count, backoff) <= 43_200, `receive count ${count}`);
+  }
+});
+
+Deno.test("extensionSeconds: normal extension asks for the full timeout", () => {
+  strictEqual(extensionSeconds(30, 0), 30);
+  strictEqual(extensionSeconds(30, 3_600), 30);
+});
+
+Deno.test("extensionSeconds: near the 12-hour cap asks only for the remaining room", () => {
+  // 43200 s cap minus a 5 s safety margin.
+  strictEqual(extensionSeconds(30, 43_180), 15);
+  strictEqual(extensionSeconds(30, 43_180.5), 14);
+  strictEqual(extensionSeconds(30, 43_194), 1);
+});
+
+Deno.test("extensionSeconds: at or past the cap there is no room", () => {
+  strictEqual(extensionSeconds(30, 43_195), 0);
+  strictEqual(extensionSeconds(30, 43_200), 0);
+  strictEqual(extensionSeconds(30, 100_000), 0);
+});
+
+/**
+ * A changer answered at once, without a timer of its own: call number `n`
+ * (0-based) fails when `fail(n)` says so.
+ */
+function promptChanger(clock: FakeClock, fail: (index: number) => boolean = () => false) {
+  const calls: Call[] = [];
+  return {
+    calls,
+    changeVisibility(receiptHandle: string, seconds: number): Promise<void> {
+      const index = calls.length;
+      calls.push({ receiptHandle, seconds, sentAt: clock.now() });
+      return fail(index) ? Promise.reject(new Error("Throttling: slow down")) : Promise.resolve();
+    },
+  };
+}
+
+/** The times of the calls made with `receiptHandle`. */
+function callsOf(calls: Call[], receiptHandle: string): number[] {
+  return calls.filter((call) => call.receiptHandle === receiptHandle).map((call) => call.sentAt);
+}
+
+Deno.test("VisibilityKeeper: extends after extendAfterSeconds with timeoutSeconds, repeatedly", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock);
+  const { keeper, log, counts } = keeperOn(clock, changer, {
+    timeoutSeconds: 30,
+    extendAfterSeconds: 0.1,
+  });
+  const tracked = message("m", 0);
+  keeper.track(tracked);
+  strictEqual(keeper.size, 1);
+  await clock.advance(99);
+  strictEqual(changer.calls.length, 0, "extended before extendAfterSeconds");
+  await clock.advance(201);
+  deepStrictEqual(changer.calls.map((call) => call.sentAt), [100, 200, 300]);
+  ok(changer.calls.every((call) => call.receiptHandle === "rh-m" && call.seconds === 30));
+  strictEqual(counts.extended, 3, "onExtended is called per extension");
+  deepStrictEqual(log.at("warn"), []);
+  keeper.untrack(tracked);
+  strictEqual(clock.pending, 0, "a timer is left with nothing tracked");
+});
+
+Deno.test("VisibilityKeeper: each message is extended on its own schedule, counted from its receipt", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock);
+  const { keeper } = keeperOn(clock, changer, { timeoutSeconds: 30, extendAfterSeconds: 0.1 });
+  keeper.track(message("a", 0));
+  await clock.advance(150);
+  keeper.track(message("b", 150));
+  await clock.advance(200);
+  deepStrictEqual(callsOf(changer.calls, "rh-a"), [100, 200, 300]);
+  deepStrictEqual(callsOf(changer.calls, "rh-b"), [250, 350], "b was extended early, with a");
+  keeper.stop();
+});
+
+Deno.test("VisibilityKeeper: a failing change is retried after retryMs, logged, and extension continues", async () => {
+  const clock = new FakeClock();
+  // Calls 0 and 1 fail; later ones succeed.
+  const changer = promptChanger(clock, (index) => index < 2);
+  const { keeper, log } = keeperOn(clock, changer, {
+    timeoutSeconds: 45,
+    extendAfterSeconds: 0.3,
+    retryMs: 20,
+  });
+  keeper.track(message("m", 0));
+  await clock.advance(700);
+  // Retries come after retryMs; after the success, the normal period again.
+  deepStrictEqual(changer.calls.map((call) => call.sentAt), [300, 320, 340, 640]);
+  ok(changer.calls.every((call) => call.seconds === 45));
+  const warnings = log.at("warn");
+  deepStrictEqual(
+    warnings.map((line) => [line.msg, line.fields.message_id, line.fields.attempt]),
+    [["visibility extension failed; retrying", "m", 1], [
+      "visibility extension failed; retrying",
+      "m",
+      2,
+    ]],
+  );
+  ok(warnings.every((line) => String(line.fields.error).includes("Throttling")));
+  strictEqual(keeper.size, 1);
+  keeper.stop();
+});
+
+Deno.test("VisibilityKeeper: an always-failing changer never stops the retries", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock, () => true);
+  const { keeper, log } = keeperOn(clock, changer, {
+    timeoutSeconds: 30,
+    extendAfterSeconds: 0.05,
+    retryMs: 10,
+  });
+  keeper.track(message("m", 0));
+  await clock.advance(100);
+  deepStrictEqual(changer.calls.map((call) => call.sentAt), [50, 60, 70, 80, 90, 100]);
+  strictEqual(log.at("warn").at(-1)?.fields.attempt, 6);
+  keeper.stop();
+});
+
+Deno.test("VisibilityKeeper: holds one delivery per message id; a new receipt handle is used from then on", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock);
+  const { keeper } = keeperOn(clock, changer, { timeoutSeconds: 30, extendAfterSeconds: 0.05 });
+  const held = message("a", 0);
+  keeper.track(held);
+  strictEqual(keeper.holding("a"), held);
+  strictEqual(keeper.holding("b"), undefined);
+  // Another delivery of the same message is not the one held: untracking it keeps the held one.
+  keeper.untrack({ ...held, receiptHandle: "rh-a2" });
+  strictEqual(keeper.holding("a"), held);
+  held.receiptHandle = "rh-a2";
+  await clock.advance(50);
+  deepStrictEqual(callsOf(changer.calls, "rh-a2"), [50]);
+  keeper.untrack(held);
+  strictEqual(keeper.holding("a"), undefined);
+  strictEqual(keeper.size, 0);
+});
+
+Deno.test("VisibilityKeeper: untrack stops extensions for that message only", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock);
+  const { keeper } = keeperOn(clock, changer, { timeoutSeconds: 30, extendAfterSeconds: 0.05 });
+  const a = message("a", 0);
+  const b = message("b", 0);
+  keeper.track(a);
+  keeper.track(b);
+  await clock.advance(50);
+  keeper.untrack(a);
+  strictEqual(keeper.size, 1);
+  await clock.advance(150);
+  deepStrictEqual(callsOf(changer.calls, "rh-a"), [50], "an untracked message was extended");
+  deepStrictEqual(callsOf(changer.calls, "rh-b"), [50, 100, 150, 200]);
+  keeper.untrack(b);
+  strictEqual(keeper.size, 0);
+  strictEqual(clock.pending, 0, "a timer is left with nothing tracked");
+  await clock.advance(1_000);
+  strictEqual(changer.calls.length, 5, "extended with nothing tracked");
+});
+
+Deno.test("VisibilityKeeper: many tracked messages are all extended, with a single timer", async () => {
+  const clock = new FakeClock(1_000);
+  const changer = promptChanger(clock);
+  const { keeper } = keeperOn(clock, changer, { timeoutSeconds: 60, extendAfterSeconds: 0.05 });
+  // Each message is due earlier than the one before, so every track() re-arms.
+  const messages = Array.from({ length: 50 }, (_, i) => message(`m${i}`, 1_000 - i / 2));
+  for (const each of messages) keeper.track(each);
+  strictEqual(keeper.size, 50);
+  await clock.advance(200);
+  ok(messages.every((each) => callsOf(changer.calls, each.receiptHandle).length >= 2));
+  strictEqual(clock.maxPending, 1, "more than one keeper timer was pending at once");
+  keeper.stop();
+  strictEqual(clock.pending, 0, "stop() left a timer behind");
+});
+
+Deno.test("VisibilityKeeper: stop ends every extension and leaves no timer", async () => {
+  const clock = new FakeClock();
+  const changer = promptChanger(clock);
+  const { keeper } = keeperOn(clock, changer, { timeoutSeconds: 30, extendAfterSeconds: 0.03 });
+  keeper.track(message("a", 0));
+  keeper.track(message("b", 0));
+  await clock.advance(30);
+  strictEqual(changer.calls.length, 2);
+  keeper.stop();
+  strictEqual(keeper.size, 0);
+  strictEqual(clock.pending, 0);
+  await clock.advance(1_000);
+  strictEqual(changer.calls.length, 2);
 });

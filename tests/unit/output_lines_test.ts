@@ -1,0 +1,126 @@
+/** Unit tests of a process's output as log lines: joined across chunks, split when too long. */
+import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { MAX_LINE_BYTES, streamLines } from "../../src/runners/process/output_lines.ts";
+
+const encoder = new TextEncoder();
+
+async function lines(chunks: (string | Uint8Array)[]): Promise<string[]> {
+  const out: string[] = [];
+  const bytes = chunks.map((chunk) => typeof chunk === "string" ? encoder.encode(chunk) : chunk);
+  await streamLines(ReadableStream.from(bytes), (line) => out.push(line));
+  return out;
+}
+
+const MAX_LINE = MAX_LINE_BYTES;
+
+Deno.test("streamLines: lines split across chunks are joined", async () => {
+  deepStrictEqual(await lines(["hel", "lo\nwor", "ld\nsec", "", "ond\n"]), [
+    "hello",
+    "world",
+    "second",
+  ]);
+  deepStrictEqual(await lines(["a\nb\nc\n"]), ["a", "b", "c"]);
+  deepStrictEqual(await lines(["\n\n"]), ["", ""], "empty lines are lines");
+  deepStrictEqual(await lines([]), []);
+});
+
+Deno.test("streamLines: CRLF line ends lose their CR, also across chunks", async () => {
+  deepStrictEqual(await lines(["one\r\ntwo\r\n"]), ["one", "two"]);
+  deepStrictEqual(await lines(["one\r", "\ntwo\r", "\n"]), ["one", "two"]);
+  deepStrictEqual(await lines(["a\rb\n"]), ["a\rb"], "a CR inside a line stays");
+});
+
+Deno.test("streamLines: a last line without newline is still emitted", async () => {
+  deepStrictEqual(await lines(["first\nlast"]), ["first", "last"]);
+  deepStrictEqual(await lines(["only"]), ["only"]);
+  deepStrictEqual(await lines(["la", "st\r"]), ["last"]);
+});
+
+Deno.test("streamLines: a line longer than 16 KiB arriving in small chunks is split into pieces", async () => {
+  const long = "x".repeat(40_000);
+  const chunks: string[] = [];
+  for (let i = 0; i < long.length; i += 1_000) chunks.push(long.slice(i, i + 1_000));
+  chunks.push("\nnext\n");
+  const out = await lines(chunks);
+  deepStrictEqual(out.map((line) => line.length), [MAX_LINE, MAX_LINE, 40_000 - 2 * MAX_LINE, 4]);
+  strictEqual(out.slice(0, 3).join(""), long);
+  strictEqual(out[3], "next");
+});
+
+Deno.test({
+  // BUG (src/runners/process/output_lines.ts, streamLines): the `while (newline !== -1)` loop
+  // emits every complete line whole, before the `data.length >= MAX_LINE_BYTES`
+  // check, so a long line whose newline arrives in the same chunk is never split
+  // (a child writing a 40000-byte line in one write() is logged as one line).
+  name: "streamLines: a line longer than 16 KiB is split even when it arrives in one chunk",
+
+  fn: async () => {
+    const long = "y".repeat(40_000);
+    const out = await lines([long + "\nnext\n"]);
+    deepStrictEqual(out.map((line) => line.length), [
+      MAX_LINE,
+      MAX_LINE,
+      40_000 - 2 * MAX_LINE,
+      4,
+    ]);
+    strictEqual(out.slice(0, 3).join(""), long);
+  },
+});
+
+Deno.test({
+  // BUG (src/runners/process/output_lines.ts, streamLines): `while (data.length >=
+  // MAX_LINE_BYTES)` flushes a line of exactly 16 KiB (or a multiple) as a piece
+  // when its newline has not arrived yet; the newline in the next chunk then ends
+  // an empty line and a spurious "" is logged.
+  name: "streamLines: a line of exactly 16 KiB followed by a late newline adds no empty line",
+
+  fn: async () => {
+    const exact = "z".repeat(MAX_LINE);
+    deepStrictEqual(await lines([exact, "\nnext\n"]), [exact, "next"]);
+  },
+});
+
+Deno.test("streamLines: multi-byte UTF-8 split across chunk boundaries decodes correctly", async () => {
+  const text = "héllo wörld € 𝄞 日本語";
+  const bytes = encoder.encode(text + "\n" + text + "\n");
+  // One byte per chunk splits every multi-byte character.
+  const oneByteChunks = [...bytes].map((byte) => new Uint8Array([byte]));
+  deepStrictEqual(await lines(oneByteChunks), [text, text]);
+  // Uneven chunk sizes, too.
+  const uneven: Uint8Array[] = [];
+  for (let i = 0, size = 1; i < bytes.length; i += size, size = (size % 4) + 1) {
+    uneven.push(bytes.slice(i, i + size));
+  }
+  deepStrictEqual(await lines(uneven), [text, text]);
+});
+
+Deno.test({
+  // BUG (src/runners/process/output_lines.ts, streamLines): the 16 KiB split
+  // `flush(data.subarray(0, MAX_LINE_BYTES))` cuts at a byte offset and `flush`
+  // decodes each piece on its own (no `stream: true`), so a multi-byte character
+  // straddling the cut becomes U+FFFD ("€" at bytes 16383-16385 is logged as
+  // "\uFFFD" at the end of one piece and "\uFFFD\uFFFD" at the start of the next).
+  name: "streamLines: splitting a long line never cuts a multi-byte character",
+
+  fn: async () => {
+    const head = "x".repeat(MAX_LINE - 1);
+    const out = await lines([head + "€", "tail\n"]);
+    ok(out.every((line) => !line.includes("\uFFFD")), "a character was cut in two");
+    strictEqual(out.join(""), head + "€tail");
+    ok(out.every((line) => encoder.encode(line).length <= MAX_LINE));
+  },
+});
+
+Deno.test("streamLines: a stream that errors still emits what was read and resolves", async () => {
+  let step = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      step += 1;
+      if (step === 1) controller.enqueue(encoder.encode("complete\npartial"));
+      else controller.error(new Error("pipe broke"));
+    },
+  });
+  const out: string[] = [];
+  await streamLines(stream, (line) => out.push(line));
+  deepStrictEqual(out, ["complete", "partial"]);
+});
