@@ -156,20 +156,20 @@ export class Pipeline {
   async #run(going: Going[], verdicts: Map<JobMessage, Verdict>): Promise<void> {
     while (going.length > 0) {
       const round: Opened[] = [];
-      for (const message of going) {
-        const opened = await this.#openNext(message);
-        if (opened === "done") verdicts.set(message.message, "delete");
-        else if (opened === "unavailable") verdicts.set(message.message, "release");
+      for (const entry of going) {
+        const opened = await this.#openNext(entry);
+        if (opened === "done") verdicts.set(entry.message, "delete");
+        else if (opened === "unavailable") verdicts.set(entry.message, "release");
         else round.push(opened);
       }
       if (round.length === 0) return;
       const end = await this.#runJob(round.map((opened) => opened.item));
       going = [];
-      for (const [index, { going: message, step, item }] of round.entries()) {
+      for (const [index, { going: entry, step, item }] of round.entries()) {
         if (!end.succeeded[index]) {
           // A job the shutdown ended is not the message's failure: no back-off delay.
           const stopped = end.killed && this.#options.shutdown.stopping;
-          verdicts.set(message.message, stopped ? "give back" : "release");
+          verdicts.set(entry.message, stopped ? "give back" : "release");
           continue;
         }
         if (step.succeeded) {
@@ -179,7 +179,7 @@ export class Pipeline {
             })
           );
         }
-        going.push(message);
+        going.push(entry);
       }
     }
   }
