@@ -1,6 +1,7 @@
 /** Unit tests of a process's output as log lines: joined across chunks, split when too long. */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { MAX_LINE_BYTES, streamLines } from "../../src/runners/process/output_lines.ts";
+import { settle } from "../support/fake_clock.ts";
 
 const encoder = new TextEncoder();
 
@@ -123,4 +124,21 @@ Deno.test("streamLines: a stream that errors still emits what was read and resol
   const out: string[] = [];
   await streamLines(stream, (line) => out.push(line));
   deepStrictEqual(out, ["complete", "partial"]);
+});
+
+Deno.test("streamLines: waits for the log's room before each chunk", async () => {
+  const out: string[] = [];
+  let open: (() => void) | undefined;
+  let asked = 0;
+  const room = () => {
+    asked += 1;
+    return asked === 2 ? new Promise<void>((resolve) => open = resolve) : undefined;
+  };
+  const chunks = ["one\n", "two\n"].map((text) => encoder.encode(text));
+  const reading = streamLines(ReadableStream.from(chunks), (line) => out.push(line), room);
+  while (open === undefined) await settle();
+  deepStrictEqual(out, ["one"], "the second chunk was read while the log had no room");
+  open();
+  await reading;
+  deepStrictEqual(out, ["one", "two"]);
 });
