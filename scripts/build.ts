@@ -1,6 +1,6 @@
 /**
  * Builds the release binaries: one `deno compile` of `src/main.ts` per target,
- * with the permissions of `src/permissions.ts` baked in, then `SHA256SUMS`.
+ * with the permissions of `src/permissions.ts` for the target's OS baked in, then `SHA256SUMS`.
  *
  * ```sh
  * deno task build [--dry-run] [--target T]... [--out DIR] [--deno PATH]
@@ -23,7 +23,7 @@
 import { basename, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { runtimeFlags } from "../src/permissions.ts";
+import { type OperatingSystem, runtimeFlags } from "../src/permissions.ts";
 
 /**
  * Every target a release ships, in the order they are built and listed in `SHA256SUMS`.
@@ -74,6 +74,13 @@ export interface CompileOptions {
  */
 export const RUNTIME_MODULES: readonly string[] = Object.freeze(["src/runners/module/host.ts"]);
 
+/** Returns the operating system a target's binary runs on, whose permissions it gets. */
+export function targetOs(target: string): OperatingSystem {
+  if (target.includes("-windows-")) return "windows";
+  if (target.includes("-apple-darwin")) return "darwin";
+  return "linux";
+}
+
 /** Returns the binary's file name for a target: `sqsrun-<target>`, plus `.exe` on Windows. */
 export function binaryName(target: string): string {
   return `sqsrun-${target}${target.includes("-windows-") ? ".exe" : ""}`;
@@ -103,7 +110,7 @@ export function compileCommands(options: CompileOptions = {}): string[][] {
   return selectTargets(options.targets).map((target) => [
     deno,
     "compile",
-    ...runtimeFlags(),
+    ...runtimeFlags(targetOs(target)),
     ...include.flatMap((path) => ["--include", path]),
     "--target",
     target,

@@ -703,13 +703,26 @@ function startWorker(run: Run, url: string, options: string[]): Worker {
   return new Worker(run, ["-q", url, ...run.endpointArgs(), ...FAST, ...options, ...jobCommand()]);
 }
 
-/** Checks the `worker started` line: the isolation this platform should use. */
+/**
+ * Checks the `worker started` line: the isolation this platform should use (on Windows a
+ * Job Object per job: `none` there means the process-tree checks cannot pass).
+ */
 async function expectStarted(worker: Worker): Promise<void> {
   const started = await worker.waitFor("'worker started' line", msg("worker started"), 30_000);
   const isolation = String(started.isolation);
-  const fine = isWindows ? isolation === "none" : isolation !== "none" && isolation !== "undefined";
+  const fine = isWindows
+    ? isolation === "job-object"
+    : isolation !== "none" && isolation !== "undefined" && isolation !== "job-object";
   if (!fine) {
-    throw new CheckFailure(`the worker reports isolation '${isolation}' on ${Deno.build.os}`);
+    // Why a Windows worker has no Job Objects is in the warning of its first job, if any.
+    const why = isWindows && isolation === "none"
+      ? await worker.waitFor(
+        "'no Job Objects' warning",
+        (line) => String(line.msg).startsWith("no Job Objects"),
+        10_000,
+      ).then((line) => `: ${line.error}`, () => "")
+      : "";
+    throw new CheckFailure(`the worker reports isolation '${isolation}' on ${Deno.build.os}${why}`);
   }
   worker.run.log(`worker isolation on ${Deno.build.os}: ${isolation}`);
 }

@@ -1,8 +1,9 @@
 /**
  * The one definition of the Deno permissions sqsrun runs with. `scripts/build.ts`
- * bakes these flags into the `deno compile` binaries, and tests (and daemon mode,
- * when not compiled) run `deno run <runtimeFlags()> src/main.ts` with the same
- * flags, so a permission the binary lacks fails in the tests first.
+ * bakes these flags into the `deno compile` binaries, those of each target's OS
+ * (`runtimeFlags(os)`), and tests (and daemon mode, when not compiled) run
+ * `deno run <runtimeFlags()> src/main.ts` with the flags of the OS they run on, so
+ * a permission the binary lacks fails in the tests first.
  *
  * A compiled binary never prompts: anything not granted here is a `NotCapable`
  * error at run time. Adding a flag here is the only way to grant one.
@@ -17,8 +18,9 @@
  * modules, pid and log files), hosts (any AWS region or custom endpoint, IMDS, ECS,
  * STS/SSO, the DogStatsD agent) and the operator's command are only known at run time.
  *
- * `--run` modules run in Web Workers, which inherit exactly these permissions: a
- * module may do what sqsrun may, and nothing more. `--allow-import` is left out on
+ * `--run` modules run in Web Workers, which inherit exactly these permissions (with
+ * {@linkcode WINDOWS_PERMISSIONS} on Windows): a module may do what sqsrun may, and
+ * nothing more. `--allow-import` is left out on
  * purpose: a compiled binary cannot load remote, `npm:` or `jsr:` modules that were
  * not bundled into it, so there is nothing to grant (under `deno run` such imports may
  * still resolve; the README tells module authors to bundle them).
@@ -60,8 +62,34 @@ export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
 ]);
 
 /**
- * Returns the full flag list for `deno run` or `deno compile`: the permissions
- * plus `--no-prompt`, so `deno run` denies instead of prompting, as the binary does.
+ * Permission flags of the Windows binary only, on top of {@linkcode RUNTIME_PERMISSIONS}.
+ *
+ * `--run` modules inherit them on Windows too: there a module may load native libraries.
+ */
+export const WINDOWS_PERMISSIONS: readonly string[] = Object.freeze([
+  /**
+   * `Deno.dlopen("kernel32.dll")`: each `--exec` job's processes go into a Job Object of
+   * their own (src/runners/process/windows_job.ts), which no Deno API makes. Unscoped:
+   * `--allow-ffi=PATH` would make Deno load the path it checked, a library name resolved
+   * against the current directory, not the system's kernel32.dll.
+   */
+  "--allow-ffi",
+]);
+
+/** The operating systems Deno reports in `Deno.build.os`. */
+export type OperatingSystem = typeof Deno.build.os;
+
+/** Returns the permission flags of sqsrun on `os` (default: the one running). */
+export function runtimePermissions(os: OperatingSystem = Deno.build.os): string[] {
+  return os === "windows"
+    ? [...RUNTIME_PERMISSIONS, ...WINDOWS_PERMISSIONS]
+    : [...RUNTIME_PERMISSIONS];
+}
+
+/**
+ * Returns the full flag list for `deno run` or `deno compile` on `os` (default: the
+ * one running): the permissions plus `--no-prompt`, so `deno run` denies instead of
+ * prompting, as the binary does.
  *
  * @example
  * ```ts
@@ -70,6 +98,6 @@ export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
  * });
  * ```
  */
-export function runtimeFlags(): string[] {
-  return [...RUNTIME_PERMISSIONS, "--no-prompt"];
+export function runtimeFlags(os: OperatingSystem = Deno.build.os): string[] {
+  return [...runtimePermissions(os), "--no-prompt"];
 }

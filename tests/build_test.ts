@@ -15,16 +15,24 @@ import {
   sha256Hex,
   sha256Sums,
   shellQuote,
+  targetOs,
   TARGETS,
   UsageError,
   writeSha256Sums,
   writeSumsOfBuilt,
 } from "../scripts/build.ts";
-import { RUNTIME_PERMISSIONS, runtimeFlags } from "../src/permissions.ts";
+import {
+  RUNTIME_PERMISSIONS,
+  runtimeFlags,
+  runtimePermissions,
+  WINDOWS_PERMISSIONS,
+} from "../src/permissions.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DENO = Deno.execPath();
-const FLAGS = runtimeFlags().join(" ");
+/** The flags of every target but Windows', whose binary also gets `--allow-ffi`. */
+const FLAGS = runtimeFlags("linux").join(" ");
+const WINDOWS_FLAGS = runtimeFlags("windows").join(" ");
 const INCLUDE = "--include src/runners/module/host.ts";
 const ALL = [
   "x86_64-unknown-linux-gnu",
@@ -58,8 +66,11 @@ async function runBuild(args: string[]): Promise<Run> {
 }
 
 function expectedLine(target: string, out = "dist"): string {
-  const exe = target === "x86_64-pc-windows-msvc" ? ".exe" : "";
-  return `${DENO} compile ${FLAGS} ${INCLUDE} --target ${target} --output ${out}/sqsrun-${target}${exe} src/main.ts`;
+  const windows = target === "x86_64-pc-windows-msvc";
+  const exe = windows ? ".exe" : "";
+  return `${DENO} compile ${
+    windows ? WINDOWS_FLAGS : FLAGS
+  } ${INCLUDE} --target ${target} --output ${out}/sqsrun-${target}${exe} src/main.ts`;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -92,11 +103,26 @@ printf 'binary for %s' "$target" > "$out"
 }
 
 Deno.test("runtimeFlags() is every permission plus --no-prompt, as a fresh copy", () => {
-  const flags = runtimeFlags();
+  const flags = runtimeFlags("linux");
   deepStrictEqual(flags, [...RUNTIME_PERMISSIONS, "--no-prompt"]);
+  deepStrictEqual(runtimeFlags("darwin"), flags);
   flags.push("--allow-all");
-  equal(runtimeFlags().includes("--allow-all"), false);
+  equal(runtimeFlags("linux").includes("--allow-all"), false);
   ok(Object.isFrozen(RUNTIME_PERMISSIONS));
+  ok(Object.isFrozen(WINDOWS_PERMISSIONS));
+});
+
+Deno.test("targetOs() names the OS of every target, whose flags its binary gets", () => {
+  deepStrictEqual(ALL.map(targetOs), ["linux", "linux", "darwin", "darwin", "windows"]);
+});
+
+Deno.test("runtimeFlags() adds --allow-ffi on Windows only, and defaults to this OS", () => {
+  deepStrictEqual(WINDOWS_PERMISSIONS, ["--allow-ffi"]);
+  deepStrictEqual(runtimeFlags("windows"), [...RUNTIME_PERMISSIONS, "--allow-ffi", "--no-prompt"]);
+  deepStrictEqual(runtimePermissions("windows"), [...RUNTIME_PERMISSIONS, "--allow-ffi"]);
+  equal(RUNTIME_PERMISSIONS.some((flag) => flag.startsWith("--allow-ffi")), false);
+  deepStrictEqual(runtimeFlags(), runtimeFlags(Deno.build.os));
+  deepStrictEqual(runtimePermissions(), runtimePermissions(Deno.build.os));
 });
 
 Deno.test("--dry-run prints one exact compile command per target and writes nothing", async () => {
@@ -114,6 +140,7 @@ Deno.test("--dry-run prints one exact compile command per target and writes noth
       ok(words.includes(permission), `${permission} missing from: ${line}`);
     }
     ok(words.includes("--no-prompt"), line);
+    equal(words.includes("--allow-ffi"), line.includes("-pc-windows-msvc"), line);
   }
 });
 
@@ -279,6 +306,7 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       "/opt/deno",
       "compile",
       ...RUNTIME_PERMISSIONS,
+      "--allow-ffi",
       "--no-prompt",
       "--include",
       "src/runners/module/host.ts",

@@ -62,9 +62,11 @@ import {
   GO_BYTE,
   isolatedCommand,
   type Isolation,
+  isolationName,
   openChildStdin,
 } from "./process/isolation.ts";
 import { type JobGroups, NO_WATCHDOG, startWatchdog } from "./process/watchdog.ts";
+import { jobObjectFor } from "./process/windows_job.ts";
 
 /** What `--exec` runs. */
 export interface ExecSpec {
@@ -127,12 +129,17 @@ export function execRunner(spec: ExecSpec, isolation: Isolation): ExecRunner {
   // Started with the first job, whose logger it borrows for its warnings.
   let groups: JobGroups | undefined;
   const start = (message: JobMessage, input: JobInput, log: Logger): ProcessJob => {
+    if (groups === undefined && isolation.kind === "none" && isolation.unavailable) {
+      log.warn("no Job Objects: processes a job starts outlive its kill and the worker's death", {
+        error: isolation.unavailable,
+      });
+    }
     groups ??= isolation.kind === "none" ? NO_WATCHDOG : startWatchdog(log);
     return startExecJob(message, input, spec, log, { isolation, programs, groups });
   };
   return {
     maxItems: 1,
-    details: { isolation: isolation.kind === "wrapper" ? isolation.name : isolation.kind },
+    details: { isolation: isolationName(isolation) },
     start,
     run: ({ items: [item], log }) => processJob(start(item.message, item.input, log)),
     close: async () => {
@@ -253,6 +260,13 @@ export function startExecJob(
   }
 
   const pid = child.pid;
+  // Windows: the job's processes go into a Job Object of their own, right away
+  // (see windows_job.ts for what may start before).
+  const tree = isolation.kind === "none" && isolation.jobObjects
+    ? jobObjectFor(pid, (error) => {
+      log.warn("the job is not in a Job Object: processes it starts may outlive it", { error });
+    })
+    : undefined;
   const grouped = isolation.kind !== "none";
   // The job's program waits for its go byte, written once the watchdog's pipe
   // holds the group's `+` line (see the module's comment).
@@ -262,8 +276,10 @@ export function startExecJob(
   const signal = (name: ProcessSignal) => {
     if (exited && name !== "SIGKILL") return;
     try {
-      if (isolation.kind === "none") child.kill(name);
-      else Deno.kill(-pid, name);
+      // Windows has no polite signal for a console program: both end the whole tree.
+      if (isolation.kind === "none") {
+        if (!tree?.kill()) child.kill(name);
+      } else Deno.kill(-pid, name);
     } catch {
       // The group is gone, or not there yet: a wrapper that has not made its
       // session yet is signalled itself (through the child's handle, which
@@ -312,6 +328,7 @@ export function startExecJob(
     exited = true;
     // The job is over when its leader exits: whatever it left running goes too.
     signal("SIGKILL");
+    tree?.close();
     if (grouped) groups.remove(pid);
     let drainTimer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

@@ -3,6 +3,8 @@
  * one signal to the group reaches every process the job started. Chosen once at
  * start-up, fastest first: the session helper, util-linux `setsid`, then Deno's
  * `detached` spawn, each kept only if a probe shows it really makes a session leader.
+ * Windows has no sessions of that kind: there each job's processes go into a Job
+ * Object of their own instead (windows_job.ts), if one can be made (`job-object`).
  *
  * Every choice but Windows' is gated: the job's program does not run until the
  * worker writes one "go" byte ({@linkcode GO_BYTE}) to its stdin, which it does
@@ -17,6 +19,7 @@
  * @module
  */
 import { installSessionHelper } from "./session_helper.ts";
+import { jobObjectsUnavailable } from "./windows_job.ts";
 
 const isWindows = Deno.build.os === "windows";
 
@@ -65,8 +68,20 @@ export type Isolation =
    * worker's page tables); `prefix` is the gate, or empty without /bin/sh.
    */
   | { kind: "detached"; prefix: string[]; gated: boolean }
-  /** Windows: no process groups to speak of. */
-  | { kind: "none" };
+  /**
+   * Windows: no process groups to speak of. With `jobObjects`, each job's
+   * processes go into a Job Object of their own (windows_job.ts), which ends
+   * them all; without, only the job's own process is ended, and `unavailable`
+   * says why.
+   */
+  | { kind: "none"; jobObjects?: boolean; unavailable?: string };
+
+/** The isolation's name in the start-up log: `session-helper`, `setsid`, `detached`, `job-object`, `none`. */
+export function isolationName(isolation: Isolation): string {
+  if (isolation.kind === "wrapper") return isolation.name;
+  if (isolation.kind === "none" && isolation.jobObjects) return "job-object";
+  return isolation.kind;
+}
 
 /**
  * Returns what to spawn to run the program at `path` (as findExecutable found it)
@@ -176,10 +191,16 @@ export async function makesSessionLeader(path: string, prefix: string[]): Promis
 /**
  * Chooses the isolation for this system. The helper is written to a private
  * temporary directory; a `noexec` one makes its probe fail, and the next choice
- * is tried.
+ * is tried. On Windows, a job object is made and closed to see that jobs can
+ * have them.
  */
 export async function detectIsolation(): Promise<Isolation> {
-  if (isWindows) return { kind: "none" };
+  if (isWindows) {
+    const unavailable = jobObjectsUnavailable();
+    return unavailable === undefined
+      ? { kind: "none", jobObjects: true }
+      : { kind: "none", jobObjects: false, unavailable };
+  }
   const helper = await installSessionHelper();
   if (helper) {
     if (await makesSessionLeader(helper.path, [])) {
