@@ -72,7 +72,10 @@ export interface CompileOptions {
  * Files the binary loads by URL at run time, relative to the repository root:
  * `new Worker(new URL("./host.ts", import.meta.url))` in `src/runners/module/runner.ts`.
  */
-export const RUNTIME_MODULES: readonly string[] = Object.freeze(["src/runners/module/host.ts"]);
+export const RUNTIME_MODULES: readonly string[] = Object.freeze([
+  "src/runners/module/host.ts",
+  "src/runners/process/spawner_worker.ts",
+]);
 
 /** Returns the operating system a target's binary runs on, whose permissions it gets. */
 export function targetOs(target: string): OperatingSystem {

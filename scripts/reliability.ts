@@ -365,6 +365,10 @@ export function workerEnvironment(endpoint: string, emptyConfig: string): Record
   };
   const denoDir = Deno.env.get("DENO_DIR");
   if (denoDir) env.DENO_DIR = denoDir;
+  // `SQSRUN_SPAWNER=main deno task reliability` runs the scenarios with jobs started
+  // on the main thread, the way before spawner threads.
+  const spawner = Deno.env.get("SQSRUN_SPAWNER");
+  if (spawner) env.SQSRUN_SPAWNER = spawner;
   return env;
 }
 

@@ -4,7 +4,7 @@
  * `deno compile` itself needs the internet, so a real compile is not run here.
  */
 import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import {
@@ -33,7 +33,8 @@ const DENO = Deno.execPath();
 /** The flags of every target but Windows', whose binary also gets `--allow-ffi`. */
 const FLAGS = runtimeFlags("linux").join(" ");
 const WINDOWS_FLAGS = runtimeFlags("windows").join(" ");
-const INCLUDE = "--include src/runners/module/host.ts";
+const INCLUDE =
+  "--include src/runners/module/host.ts --include src/runners/process/spawner_worker.ts";
 const ALL = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -310,6 +311,8 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       "--no-prompt",
       "--include",
       "src/runners/module/host.ts",
+      "--include",
+      "src/runners/process/spawner_worker.ts",
       "--target",
       "x86_64-pc-windows-msvc",
       "--output",
@@ -327,14 +330,16 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
   );
 });
 
-Deno.test("the --run worker host is embedded: it exists and the module runner loads it by URL", async () => {
-  deepStrictEqual(RUNTIME_MODULES, ["src/runners/module/host.ts"]);
-  for (const path of RUNTIME_MODULES) {
-    ok((await Deno.stat(join(ROOT, path))).isFile, path);
-    const name = path.split("/").pop()!;
-    const runner = await Deno.readTextFile(join(ROOT, "src/runners/module/runner.ts"));
-    ok(runner.includes(`new URL("./${name}", import.meta.url)`), `${name} is loaded by URL`);
+Deno.test("every module src/ loads by URL (Web Worker scripts) is embedded, and each embedded one is loaded", async () => {
+  const loaded: string[] = [];
+  for await (const path of sourceFiles(join(ROOT, "src"))) {
+    const text = await Deno.readTextFile(path);
+    for (const [, name] of text.matchAll(/new URL\("\.\/([\w/.-]+\.ts)", import\.meta\.url\)/g)) {
+      loaded.push(relative(ROOT, join(dirname(path), name)).replaceAll("\\", "/"));
+    }
   }
+  deepStrictEqual([...new Set(loaded)].sort(), [...RUNTIME_MODULES].sort());
+  for (const path of RUNTIME_MODULES) ok((await Deno.stat(join(ROOT, path))).isFile, path);
   deepStrictEqual(
     compileCommands({ targets: ["aarch64-apple-darwin"], include: ["a.ts", "b.ts"] })[0]
       .filter((_, i, argv) => argv[i - 1] === "--include"),
@@ -501,3 +506,12 @@ Deno.test("CI smoke-tests the binary of one runner per OS", async () => {
   ok(runs.includes('deno run -A scripts/smoke.ts --binary "dist/$BINARY"'), "runs the suite");
   ok(runs.includes("Deno.build.target"), "checks the runner's own platform");
 });
+
+/** Every `.ts` file under `dir`. */
+async function* sourceFiles(dir: string): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) yield* sourceFiles(path);
+    else if (entry.name.endsWith(".ts")) yield path;
+  }
+}

@@ -106,57 +106,61 @@ function patterned(length: number): string {
 }
 
 for (const kind of kinds()) {
-  Deno.test(`exec start (${kind}): the job's stdin is its body, byte for byte`, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "sqsrun-exec-start-" });
-    const runner = execRunner(
-      {
-        command: await script(dir, "job.sh", 'exec cat > "$DIR/out.$SQSRUN_MESSAGE_ID"'),
-        args: [],
-        shell: false,
-        env: { DIR: dir },
-      },
-      await isolationOf(kind),
-    );
-    try {
-      const lines: { level: string; msg: string }[] = [];
-      const log = recordingLogger(lines);
-      const encoder = new TextEncoder();
-      const chunks = [
-        encoder.encode("first\n"),
-        new Uint8Array(0),
-        encoder.encode(patterned(70_000)),
-      ];
-      const bodies: [string, string | Uint8Array[]][] = [
-        ["empty", ""],
-        ["newline", "\n"],
-        ["4094", "x".repeat(4094)],
-        ["4095", "x".repeat(4095)],
-        ["4096", "\n".repeat(4096)],
-        ["patterned", patterned(5000)],
-        ["1MiB", patterned(1024 * 1024)],
-        ["stream", chunks],
-      ];
-      const jobs = bodies.map(([id, body]) => {
-        const input = typeof body === "string" ? body : ReadableStream.from(body);
-        return runner.start(message(id), { body: input, env: {}, context: {} }, log).done;
-      });
-      for (const result of await Promise.all(jobs)) {
-        assert.deepEqual(result, { code: 0, signal: null, error: undefined });
+  for (const spawner of [true, false]) {
+    const thread = spawner ? "spawner thread" : "main thread";
+    Deno.test(`exec start (${kind}, ${thread}): the job's stdin is its body, byte for byte`, async () => {
+      const dir = await Deno.makeTempDir({ prefix: "sqsrun-exec-start-" });
+      const runner = execRunner(
+        {
+          command: await script(dir, "job.sh", 'exec cat > "$DIR/out.$SQSRUN_MESSAGE_ID"'),
+          args: [],
+          shell: false,
+          env: { DIR: dir },
+        },
+        await isolationOf(kind),
+        { spawner },
+      );
+      try {
+        const lines: { level: string; msg: string }[] = [];
+        const log = recordingLogger(lines);
+        const encoder = new TextEncoder();
+        const chunks = [
+          encoder.encode("first\n"),
+          new Uint8Array(0),
+          encoder.encode(patterned(70_000)),
+        ];
+        const bodies: [string, string | Uint8Array[]][] = [
+          ["empty", ""],
+          ["newline", "\n"],
+          ["4094", "x".repeat(4094)],
+          ["4095", "x".repeat(4095)],
+          ["4096", "\n".repeat(4096)],
+          ["patterned", patterned(5000)],
+          ["1MiB", patterned(1024 * 1024)],
+          ["stream", chunks],
+        ];
+        const jobs = bodies.map(([id, body]) => {
+          const input = typeof body === "string" ? body : ReadableStream.from(body);
+          return runner.start(message(id), { body: input, env: {}, context: {} }, log).done;
+        });
+        for (const result of await Promise.all(jobs)) {
+          assert.deepEqual(result, { code: 0, signal: null, error: undefined });
+        }
+        for (const [id, body] of bodies) {
+          const expected = typeof body === "string"
+            ? encoder.encode(body)
+            : new Uint8Array(body.flatMap((chunk) => [...chunk]));
+          const got = await Deno.readFile(join(dir, `out.${id}`));
+          assert.equal(got.length, expected.length, `body ${id}: length`);
+          assert.ok(got.every((byte, i) => byte === expected[i]), `body ${id}: bytes differ`);
+        }
+        assert.deepEqual(lines.filter((line) => line.level === "warn"), []);
+      } finally {
+        await runner.close();
+        await Deno.remove(dir, { recursive: true });
       }
-      for (const [id, body] of bodies) {
-        const expected = typeof body === "string"
-          ? encoder.encode(body)
-          : new Uint8Array(body.flatMap((chunk) => [...chunk]));
-        const got = await Deno.readFile(join(dir, `out.${id}`));
-        assert.equal(got.length, expected.length, `body ${id}: length`);
-        assert.ok(got.every((byte, i) => byte === expected[i]), `body ${id}: bytes differ`);
-      }
-      assert.deepEqual(lines.filter((line) => line.level === "warn"), []);
-    } finally {
-      await runner.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-  });
+    });
+  }
 }
 
 Deno.test({
@@ -234,15 +238,24 @@ const message = (id) => ({ id, receiptHandle: "h", body: "", queueUrl: "q", rece
 const jobs = [runner.start(message("first"), { body: "", env: {}, context: {} }, log)];
 await new Promise((resolve) => setTimeout(resolve, 20));
 jobs.push(runner.start(message("second"), { body: "", env: {}, context: {} }, log));
+// A spawner reports its pids a moment after the start.
+while (jobs.some((job) => job.pid === undefined)) await new Promise((resolve) => setTimeout(resolve, 5));
+await new Promise((resolve) => setTimeout(resolve, 200));
 console.log(jobs.map((job) => job.pid).join(" "));
-console.log(Deno.readTextFileSync("/proc/self/task/" + Deno.pid + "/children").trim());
+// Each thread that has children: its name and their pids.
+for (const task of Deno.readDirSync("/proc/self/task")) {
+  const children = Deno.readTextFileSync("/proc/self/task/" + task.name + "/children").trim();
+  const name = task.name === String(Deno.pid) ? "main" : Deno.readTextFileSync("/proc/self/task/" + task.name + "/comm").trim();
+  if (children) console.log(name + ":" + children);
+}
 for (const job of jobs) job.signal("SIGKILL");
 await Promise.all(jobs.map((job) => job.done));
 await runner.close();
 `;
 
 Deno.test({
-  name: "exec start: jobs are children of the main thread (PR_SET_PDEATHSIG fires on its exit)",
+  name:
+    "exec start: jobs are children of the main thread or a spawner thread, which outlive them (PR_SET_PDEATHSIG fires on its exit)",
   ignore: !isLinux,
   fn: async () => {
     try {
@@ -259,11 +272,13 @@ Deno.test({
         args: ["run", "-A", join(dir, "check.ts"), ROOT],
         stdin: "null",
       }).output();
-      const [jobs, children] = new TextDecoder().decode(output.stdout).trim().split("\n");
+      const [jobs, ...parents] = new TextDecoder().decode(output.stdout).trim().split("\n");
       assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-      const listed = children.split(" ");
       for (const pid of jobs.split(" ")) {
-        assert.ok(listed.includes(pid), `job ${pid} is not the main thread's child: ${children}`);
+        const parent = parents.find((line) => line.split(":")[1].split(" ").includes(pid));
+        assert.ok(parent, `job ${pid} is no thread's child 200 ms after its start: ${parents}`);
+        // The main thread, or a Web Worker's (a spawner), never a pool thread that idles out.
+        assert.match(parent, /^(main|worker-\d+):/, `job ${pid}'s parent thread: ${parent}`);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

@@ -126,7 +126,8 @@ function parsePrometheus(text: string): Map<string, number> {
       match(row, /^# (HELP|TYPE) sqsrun_[a-z0-9_]+ \S/);
       continue;
     }
-    const sample = /^(sqsrun_[a-z0-9_]+(?:\{[^}]*\})?) (-?[0-9.e+]+|\+Inf|NaN)$/.exec(row);
+    const sample = /^(sqsrun_[a-z0-9_]+(?:\{[^}]*\})?) (-?[0-9.]+(?:e[+-]?[0-9]+)?|\+Inf|NaN)$/
+      .exec(row);
     ok(sample, `a well-formed sample: ${JSON.stringify(row)}`);
     samples.set(sample[1], Number(sample[2]));
   }
@@ -277,6 +278,8 @@ Deno.test({
         worker.lines.filter((l) =>
           l.msg === "job finished" || l.msg === "job failed"
         ).length >= 3);
+      // The failed message's release is counted just before its line is logged.
+      await worker.waitForLine(line("message released"));
       await waitUntil("settled", async () =>
         (await queueCounts(fixture.sqs, fixture.url)).inFlight === 1);
 

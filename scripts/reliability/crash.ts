@@ -161,6 +161,9 @@ async function churn(
     if (done >= count) break;
     const index = stopped % WORKERS;
     const victim = slots[index];
+    // A signal that comes before the worker's code runs (Deno still loading it) can
+    // only end it the default way: a drain is asked of started workers.
+    if (signal !== "SIGKILL") await waitStarted(victim.worker, context.signal);
     victim.stoppedNs = nowNs();
     victim.worker.signal(signal);
     stopped++;

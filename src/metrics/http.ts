@@ -33,6 +33,24 @@ export const DURATION_BUCKETS: readonly number[] = [
 ];
 
 /**
+ * Upper bounds of the extension lateness histogram, in seconds: an extension is
+ * due a margin (seconds) before its deadline, so lateness matters from tens of
+ * milliseconds on.
+ */
+export const LATENESS_BUCKETS: readonly number[] = [
+  0.001,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+];
+
+/**
  * Slack added to the health window: the SQS client lets a long poll run 10 s past
  * `--wait` before it gives up, so a poll may legitimately answer that late.
  */
@@ -70,14 +88,20 @@ export interface HttpMetrics extends WorkerMetrics {
 
 /** A set of histogram buckets for one label set. */
 class Histogram {
-  counts: number[] = DURATION_BUCKETS.map(() => 0);
+  readonly bounds: readonly number[];
+  counts: number[];
   count = 0;
   sum = 0;
+
+  constructor(bounds: readonly number[] = DURATION_BUCKETS) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
 
   observe(seconds: number): void {
     this.count += 1;
     this.sum += seconds;
-    DURATION_BUCKETS.forEach((bound, index) => {
+    this.bounds.forEach((bound, index) => {
       if (seconds <= bound) this.counts[index] += 1;
     });
   }
@@ -153,6 +177,7 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
   ) as Record<CounterName, number>;
   const durations = { "0": new Histogram(), "1": new Histogram() };
   const ages = new Histogram();
+  const lateness = new Histogram(LATENESS_BUCKETS);
   let running = 0;
   let free = options.concurrency;
   let draining = false;
@@ -192,7 +217,7 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     }
     const histogram = (name: string, extra: string, h: Histogram) => {
       const set = extra ? `${labels},${extra}` : labels;
-      DURATION_BUCKETS.forEach((bound, index) => {
+      h.bounds.forEach((bound, index) => {
         out.push(`${name}_bucket{${set},le="${formatNumber(bound)}"} ${h.counts[index]}`);
       });
       out.push(`${name}_bucket{${set},le="+Inf"} ${h.count}`);
@@ -212,6 +237,12 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
       "histogram",
     );
     histogram("sqsrun_job_age_seconds", "", ages);
+    family(
+      "sqsrun_visibility_extension_lateness_seconds",
+      "How long after it was due each visibility extension call went out.",
+      "histogram",
+    );
+    histogram("sqsrun_visibility_extension_lateness_seconds", "", lateness);
     const gauge = (name: string, help: string, value: number) => {
       family(name, help, "gauge");
       out.push(`${name}{${labels}} ${formatNumber(value)}`);
@@ -308,6 +339,7 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     messageDeleted: () => add("messagesDeleted"),
     messageReleased: () => add("messagesReleased"),
     visibilityExtended: () => add("visibilityExtended"),
+    extensionSent: (lateMs) => lateness.observe(Math.max(0, lateMs) / 1000),
     visibilityLapsed: () => add("visibilityLapsed"),
     deleteUncertain: () => add("deletesUncertain"),
     logLinesDropped: (jobOutput, worker) => {

@@ -35,6 +35,11 @@ export interface WorkerMetrics {
   messageDeleted(): void;
   messageReleased(): void;
   visibilityExtended(): void;
+  /**
+   * An extension call went out `lateMs` after it was due (what a busy main thread
+   * costs the deadlines).
+   */
+  extensionSent(lateMs: number): void;
   /** A message's visibility deadline passed, or may have, while sqsrun held it (once per delivery). */
   visibilityLapsed(): void;
   /** A delete may have succeeded although SQS answered its retry with a stale receipt. */
@@ -65,6 +70,7 @@ export function noMetrics(): WorkerMetrics {
     messageDeleted: nothing,
     messageReleased: nothing,
     visibilityExtended: nothing,
+    extensionSent: nothing,
     visibilityLapsed: nothing,
     deleteUncertain: nothing,
     logLinesDropped: nothing,
@@ -92,6 +98,7 @@ export function fanOut(sinks: WorkerMetrics[]): WorkerMetrics {
     messageDeleted: each("messageDeleted"),
     messageReleased: each("messageReleased"),
     visibilityExtended: each("visibilityExtended"),
+    extensionSent: each("extensionSent"),
     visibilityLapsed: each("visibilityLapsed"),
     deleteUncertain: each("deleteUncertain"),
     logLinesDropped: each("logLinesDropped"),

@@ -176,6 +176,7 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
     messageDeleted: () => count("messages.deleted"),
     messageReleased: () => count("messages.released"),
     visibilityExtended: () => count("visibility.extended"),
+    extensionSent: (lateMs) => emit("visibility.lateness", Math.max(0, Math.round(lateMs)), "ms"),
     visibilityLapsed: () => count("visibility.lapsed"),
     deleteUncertain: () => count("messages.delete_uncertain"),
     logLinesDropped: (jobOutput, worker) => {

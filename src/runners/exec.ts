@@ -58,13 +58,15 @@ import { streamLines } from "./process/output_lines.ts";
 import type { JobInput } from "../sources/source.ts";
 import type { JobRunner, RunningJob } from "./runner.ts";
 import {
+  canOpenChildStdin,
   findExecutable,
   GO_BYTE,
   isolatedCommand,
   type Isolation,
   isolationName,
-  openChildStdin,
+  writeToChildStdinNow,
 } from "./process/isolation.ts";
+import { Spawner } from "./process/spawner.ts";
 import { type JobGroups, NO_WATCHDOG, startWatchdog } from "./process/watchdog.ts";
 import { jobObjectFor } from "./process/windows_job.ts";
 
@@ -120,14 +122,35 @@ export function commandLine(spec: ExecSpec): { program: string; args: string[] }
   return { program: spec.command, args: spec.args };
 }
 
+/** How the `--exec` runner starts processes. */
+export interface ExecRunnerOptions {
+  /**
+   * Start processes on spawner threads (spawner.ts) rather than the main thread;
+   * default: where the watchdog's pipe and the jobs' stdin can be written from
+   * another thread (Linux).
+   */
+  spawner?: boolean;
+}
+
+/** Whether jobs can start on spawner threads with every guarantee of the main thread's path. */
+function spawnerWorks(isolation: Isolation): boolean {
+  return Deno.build.os === "linux" && isolation.kind !== "none" && canOpenChildStdin();
+}
+
 /**
  * Returns the runner of `--exec` jobs: one message, one process. Closing it
  * removes what `isolation` installed.
  */
-export function execRunner(spec: ExecSpec, isolation: Isolation): ExecRunner {
+export function execRunner(
+  spec: ExecSpec,
+  isolation: Isolation,
+  options: ExecRunnerOptions = {},
+): ExecRunner {
   const programs = new ProgramCache();
-  // Started with the first job, whose logger it borrows for its warnings.
+  // Started with the first job, whose logger they borrow for their warnings.
   let groups: JobGroups | undefined;
+  let spawner: Spawner | undefined;
+  const offThread = options.spawner ?? spawnerWorks(isolation);
   const start = (message: JobMessage, input: JobInput, log: Logger): ProcessJob => {
     if (groups === undefined && isolation.kind === "none" && isolation.unavailable) {
       log.warn("no Job Objects: processes a job starts outlive its kill and the worker's death", {
@@ -135,14 +158,24 @@ export function execRunner(spec: ExecSpec, isolation: Isolation): ExecRunner {
       });
     }
     groups ??= isolation.kind === "none" ? NO_WATCHDOG : startWatchdog(log);
-    return startExecJob(message, input, spec, log, { isolation, programs, groups });
+    const context = { isolation, programs, groups };
+    // A streamed body (S3) is read on the main thread, where its source is.
+    if (!offThread || input.body instanceof ReadableStream) {
+      return startExecJob(message, input, spec, log, context);
+    }
+    spawner ??= new Spawner(groups.pipePid, log);
+    return startSpawnedJob(message, input, spec, log, { ...context, spawner });
   };
   return {
     maxItems: 1,
-    details: { isolation: isolationName(isolation) },
+    details: {
+      isolation: isolationName(isolation),
+      spawner: offThread ? "thread" : "main",
+    },
     start,
     run: ({ items: [item], log }) => processJob(start(item.message, item.input, log)),
     close: async () => {
+      spawner?.close();
       await groups?.close();
       if (isolation.kind === "wrapper") isolation.remove();
     },
@@ -155,7 +188,10 @@ export function execRunner(spec: ExecSpec, isolation: Isolation): ExecRunner {
  */
 export function processJob(process: ProcessJob): RunningJob {
   return {
-    fields: { pid: process.pid },
+    // Read when a line is written: a spawner reports the pid a little later.
+    get fields() {
+      return { pid: process.pid };
+    },
     done: process.done.then(({ code, signal, error }) => ({
       results: [{ succeeded: code === 0 && error === undefined, error }],
       fields: { exit_code: code, signal },
@@ -216,6 +252,110 @@ export class ProgramCache {
   }
 }
 
+/** A job ready to spawn, or why it cannot start. */
+type Launch =
+  | {
+    /** The job's program, as the operator named it. */
+    program: string;
+    /** What is spawned: the program, or its isolation wrapper. */
+    spawnProgram: string;
+    spawnArgs: string[];
+    env: Record<string, string>;
+    body: Uint8Array | ReadableStream<Uint8Array>;
+    isolation: Isolation;
+  }
+  | { failure: string };
+
+/** Works out what to spawn for `message`, shared by both ways a job starts. */
+function prepareLaunch(
+  message: JobMessage,
+  input: JobInput,
+  spec: ExecSpec,
+  context: ExecContext,
+): Launch {
+  const { isolation, programs = new ProgramCache() } = context;
+  const { program, args } = commandLine(spec);
+  const env = jobEnvironment(message, { ...spec.env, ...input.env });
+  // Encoded once: what stdin gets, and its length, which lets a job tell a whole
+  // body from one cut short (its worker died while writing it).
+  const body = typeof input.body === "string" ? encoder.encode(input.body) : input.body;
+  if (body instanceof Uint8Array) env.SQSRUN_BODY_BYTES = String(body.length);
+  // A new session makes the child a process-group leader, so one signal to the
+  // group reaches every process the job started.
+  let spawnProgram = program;
+  let spawnArgs = args;
+  if (isolation.kind !== "none") {
+    const path = programs.find(program, env.PATH ?? Deno.env.get("PATH") ?? "");
+    if (path === undefined) return { failure: `cannot start ${program}: no such executable file` };
+    ({ program: spawnProgram, args: spawnArgs } = isolatedCommand(isolation, path, args));
+  }
+  return { program, spawnProgram, spawnArgs, env, body, isolation };
+}
+
+function failedJob(failure: string): ProcessJob {
+  return {
+    pid: undefined,
+    done: Promise.resolve({ code: null, signal: null, error: failure }),
+    signal: () => {},
+  };
+}
+
+/**
+ * Splits a gated job's input into its first write (the go byte and as much of
+ * the body as fits in one atomic write) and the rest; an ungated job's input is
+ * all rest.
+ */
+function splitInput<Body extends Uint8Array | ReadableStream<Uint8Array>>(
+  body: Body,
+  gated: boolean,
+): { first: Uint8Array | undefined; rest: Body | Uint8Array } {
+  if (!gated) return { first: undefined, rest: body };
+  const head = body instanceof Uint8Array ? body.subarray(0, ATOMIC_WRITE_BYTES - 1) : EMPTY;
+  const first = new Uint8Array(head.length + 1);
+  first[0] = GO_BYTE;
+  first.set(head, 1);
+  return { first, rest: body instanceof Uint8Array ? body.subarray(head.length) : body };
+}
+
+/**
+ * Starts the job for `message` on a spawner thread (spawner.ts), for a body in
+ * memory: the same steps in the same order as {@linkcode startExecJob}, there.
+ */
+export function startSpawnedJob(
+  message: JobMessage,
+  input: JobInput,
+  spec: ExecSpec,
+  log: Logger,
+  context: ExecContext & { spawner: Spawner },
+): ProcessJob {
+  const { groups = NO_WATCHDOG, spawner } = context;
+  const launch = prepareLaunch(message, input, spec, context);
+  if ("failure" in launch) return failedJob(launch.failure);
+  const { spawnProgram, spawnArgs, env, body, isolation } = launch;
+  if (!(body instanceof Uint8Array)) throw new TypeError("a spawner takes bodies in memory");
+  const grouped = isolation.kind !== "none";
+  const { first, rest } = splitInput(body, grouped && isolation.gated);
+  const spawned = spawner.spawn({
+    program: spawnProgram,
+    args: spawnArgs,
+    env,
+    detached: isolation.kind === "detached",
+    grouped,
+    first,
+    rest: rest as Uint8Array,
+  }, { log });
+  return {
+    get pid() {
+      return spawned.pid;
+    },
+    done: spawned.done.then((exit) => {
+      if (grouped && spawned.pid !== undefined) groups.remove(spawned.pid);
+      return { code: exit.code, signal: exit.signal, error: exit.error };
+    }),
+    signal: (name) => spawned.signal(name),
+  };
+}
+
 /** Starts the job for `message`; a child that cannot be spawned ends as a failed job. */
 export function startExecJob(
   message: JobMessage,
@@ -224,27 +364,10 @@ export function startExecJob(
   log: Logger,
   context: ExecContext,
 ): ProcessJob {
-  const { isolation, programs = new ProgramCache(), groups = NO_WATCHDOG } = context;
-  const { program, args } = commandLine(spec);
-  const env = jobEnvironment(message, { ...spec.env, ...input.env });
-  // Encoded once: what stdin gets, and its length, which lets a job tell a whole
-  // body from one cut short (its worker died while writing it).
-  const body = typeof input.body === "string" ? encoder.encode(input.body) : input.body;
-  if (body instanceof Uint8Array) env.SQSRUN_BODY_BYTES = String(body.length);
-  const failed = (failure: string): ProcessJob => ({
-    pid: undefined,
-    done: Promise.resolve({ code: null, signal: null, error: failure }),
-    signal: () => {},
-  });
-  // A new session makes the child a process-group leader, so one signal to the
-  // group reaches every process the job started.
-  let spawnProgram = program;
-  let spawnArgs = args;
-  if (isolation.kind !== "none") {
-    const path = programs.find(program, env.PATH ?? Deno.env.get("PATH") ?? "");
-    if (path === undefined) return failed(`cannot start ${program}: no such executable file`);
-    ({ program: spawnProgram, args: spawnArgs } = isolatedCommand(isolation, path, args));
-  }
+  const { groups = NO_WATCHDOG } = context;
+  const launch = prepareLaunch(message, input, spec, context);
+  if ("failure" in launch) return failedJob(launch.failure);
+  const { program, spawnProgram, spawnArgs, env, body, isolation } = launch;
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(spawnProgram, {
@@ -256,7 +379,7 @@ export function startExecJob(
       detached: isolation.kind === "detached",
     }).spawn();
   } catch (error) {
-    return failed(`cannot start ${program}: ${describeError(error)}`);
+    return failedJob(`cannot start ${program}: ${describeError(error)}`);
   }
 
   const pid = child.pid;
@@ -296,18 +419,10 @@ export function startExecJob(
 
   // The go byte goes out with the head of the body, written at once where it can
   // be (see the module's comment); the rest flows through the stdin stream.
-  let first: Uint8Array | undefined;
-  let rest = body;
-  if (gated) {
-    const head = body instanceof Uint8Array ? body.subarray(0, ATOMIC_WRITE_BYTES - 1) : EMPTY;
-    first = new Uint8Array(head.length + 1);
-    first[0] = GO_BYTE;
-    first.set(head, 1);
-    if (body instanceof Uint8Array) rest = body.subarray(head.length);
-    if (covered === undefined) {
-      const written = writeToStdinNow(pid, first);
-      first = written === first.length ? undefined : first.subarray(written);
-    }
+  let { first, rest } = splitInput(body, gated);
+  if (first && covered === undefined) {
+    const written = writeToChildStdinNow(pid, first);
+    first = written === first.length ? undefined : first.subarray(written);
   }
 
   // An input that breaks off (an S3 download cut short) must fail the job: the
@@ -351,25 +466,6 @@ export function startExecJob(
  */
 const ATOMIC_WRITE_BYTES = 4096;
 const EMPTY = new Uint8Array(0);
-
-/**
- * Writes `bytes` (at most ATOMIC_WRITE_BYTES) to the stdin pipe of child `pid`
- * before returning, through a write end of its own, closed at once: the stream
- * behind `child.stdin` writes only once the event loop turns, and the job would
- * wait that long for its go byte. The pipe is new and empty, so the write cannot
- * block. Returns how many bytes were written: 0 where that write end cannot be had.
- */
-function writeToStdinNow(pid: number, bytes: Uint8Array): number {
-  const file = openChildStdin(pid);
-  if (file === undefined) return 0;
-  try {
-    return file.writeSync(bytes);
-  } catch {
-    return 0;
-  } finally {
-    file.close();
-  }
-}
 
 /**
  * Writes the job's input to its stdin: once `covered` resolved (the watchdog knows

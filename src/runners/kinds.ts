@@ -49,6 +49,19 @@ export interface RunnerKind {
   build(target: string, options: JobOptions): Promise<JobRunner>;
 }
 
+/**
+ * `SQSRUN_SPAWNER=main` starts `--exec` jobs on the main thread instead of
+ * spawner threads (`thread`, the default where they work): a switch for comparing
+ * the two and a way back should spawner threads misbehave somewhere.
+ */
+function spawnerChoice(): boolean | undefined {
+  const choice = Deno.env.get("SQSRUN_SPAWNER");
+  if (choice === undefined || choice === "") return undefined;
+  if (choice === "main") return false;
+  if (choice === "thread") return undefined;
+  throw new UsageError(`SQSRUN_SPAWNER=${choice}: expected main or thread`);
+}
+
 /** Every runner kind, in the order the help and the configuration files list them. */
 export const RUNNER_KINDS = [
   {
@@ -59,7 +72,7 @@ export const RUNNER_KINDS = [
     build: async (command, options) => {
       if (!options.shell) assertExecutable(command);
       const spec = { command, args: options.args, shell: options.shell, env: options.env };
-      return execRunner(spec, await detectIsolation());
+      return execRunner(spec, await detectIsolation(), { spawner: spawnerChoice() });
     },
   },
   {

@@ -17,7 +17,7 @@ import type { JobMessage } from "./message.ts";
 import type { QueueSettings } from "./parts.ts";
 import { Pipeline } from "./pipeline.ts";
 import { Receiver } from "./receiver.ts";
-import { AUTO_PREFETCH_GIVE_BACK_MS, prefetchCount, Scheduler } from "./scheduler.ts";
+import { AUTO_PREFETCH_GIVE_BACK_MS, prefetchCount, Scheduler, WAIT_OVER } from "./scheduler.ts";
 import { Settler } from "./settle.ts";
 import { listenForSignals, Shutdown, STOP_SIGNALS } from "./shutdown.ts";
 import { SqsBatcher } from "./sqs_batcher.ts";
@@ -83,6 +83,7 @@ export class WorkerLoop {
       extendAfterSeconds: options.extendTimeout,
       log,
       onExtended: () => metrics.visibilityExtended(),
+      onSent: (lateMs) => metrics.extensionSent(lateMs),
       onLapsed: () => metrics.visibilityLapsed(),
     });
     this.#settler = new Settler({
@@ -205,7 +206,7 @@ export class WorkerLoop {
           ...calls,
           scheduler.changed(AbortSignal.any([signal, stopWaiting.signal])),
         ]);
-        stopWaiting.abort();
+        stopWaiting.abort(WAIT_OVER);
         continue;
       }
       if (room < fullBatch) {

@@ -14,6 +14,12 @@
 import { type Clock, REAL_CLOCK } from "./clock.ts";
 import type { JobMessage } from "./message.ts";
 
+/**
+ * The reason internal waits are ended with: an abort without one builds a
+ * DOMException with a stack, and the loop ends such a wait for every free slot.
+ */
+export const WAIT_OVER = "wait over";
+
 /** How the scheduler runs and gives back messages. */
 export interface SchedulerOptions {
   /** Most jobs running at once. */
@@ -175,7 +181,7 @@ export class Scheduler {
     if (this.freeSlots >= count || signal?.aborted) return;
     if (maxWaitMs === Infinity) return this.#wait(() => this.freeSlots >= count, signal);
     const timeout = new AbortController();
-    const timer = this.#clock.setTimer(() => timeout.abort(), maxWaitMs);
+    const timer = this.#clock.setTimer(() => timeout.abort(WAIT_OVER), maxWaitMs);
     const either = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
     try {
       await this.#wait(() => this.freeSlots >= count, either);

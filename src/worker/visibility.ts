@@ -93,6 +93,8 @@ export interface VisibilityKeeperOptions {
   clock?: Clock;
   /** Called after each successful extension (for metrics). */
   onExtended?: () => void;
+  /** Called as each extension call goes out, with how late it is (for metrics). */
+  onSent?: (lateMs: number) => void;
   /** Called once per delivery whose deadline passed, or may have, while in hand (for metrics). */
   onLapsed?: () => void;
 }
@@ -332,6 +334,7 @@ export class VisibilityKeeper {
       );
     }
     const sentAt = now;
+    this.#options.onSent?.(now - entry.dueAt);
     const hopeful = sentAt < entry.deadline;
     entry.calls += 1;
     if (hopeful) entry.hopeful += 1;

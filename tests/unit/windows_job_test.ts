@@ -67,9 +67,11 @@ Deno.test("windows_job: the start line names the isolation, job-object where job
   const spec = { command: "job", args: [], shell: false, env: {} };
   deepStrictEqual(execRunner(spec, { kind: "none", jobObjects: true }).details, {
     isolation: "job-object",
+    spawner: "main",
   });
   deepStrictEqual(execRunner(spec, { kind: "none", unavailable: "why" }).details, {
     isolation: "none",
+    spawner: "main",
   });
 });
 

@@ -120,6 +120,31 @@ export function openChildStdin(pid: number): Deno.FsFile | undefined {
   }
 }
 
+/**
+ * Writes `bytes` (at most PIPE_BUF) to the stdin pipe of child `pid` before
+ * returning, through a write end of its own, closed at once: the stream behind a
+ * child's stdin writes only once the event loop turns, and a gated job would wait
+ * that long for its go byte. The pipe is new and empty, so the write cannot
+ * block. Returns how many bytes were written: 0 where that write end cannot be had.
+ */
+export function writeToChildStdinNow(pid: number, bytes: Uint8Array): number {
+  const file = openChildStdin(pid);
+  if (file === undefined) return 0;
+  try {
+    return file.writeSync(bytes);
+  } catch {
+    return 0;
+  } finally {
+    file.close();
+  }
+}
+
+/** Whether /proc/PID/fd/0 opens the stdin of this process's children (Linux, our pid namespace). */
+export function canOpenChildStdin(): boolean {
+  procIsOurs ??= procShowsUs();
+  return procIsOurs;
+}
+
 function procShowsUs(): boolean {
   if (Deno.build.os !== "linux") return false;
   try {

@@ -1,13 +1,67 @@
 /**
  * A process's stdout and stderr as log lines: read as they come, never kept
  * whole, and split where a line gets too long. Shared by every runner that
- * spawns processes.
+ * spawns processes, and by the spawner, whose threads read the pipes and hand
+ * the chunks over to the main thread's splitter.
  *
  * @module
  */
 
 /** Longest piece of output logged as one line; longer lines are split. */
 export const MAX_LINE_BYTES = 16 * 1024;
+
+/**
+ * Turns chunks of one stream into lines (split at MAX_LINE_BYTES, on a character
+ * boundary), keeping only the unfinished line between chunks.
+ */
+export class LineSplitter {
+  #emit: (line: string) => void;
+  #decoder = new TextDecoder();
+  #pending: Uint8Array = new Uint8Array(0);
+
+  /** @param emit called once per line, without its line end */
+  constructor(emit: (line: string) => void) {
+    this.#emit = emit;
+  }
+
+  /** Emits the lines `chunk` completes. */
+  push(chunk: Uint8Array): void {
+    let data = this.#pending.length ? concat(this.#pending, chunk) : chunk;
+    let newline = data.indexOf(10);
+    while (newline !== -1) {
+      let line = data.subarray(0, newline);
+      while (line.length > MAX_LINE_BYTES) line = this.#emitPiece(line);
+      this.#emitBytes(line);
+      data = data.subarray(newline + 1);
+      newline = data.indexOf(10);
+    }
+    // A line without an end yet is cut too, so one endless line cannot grow memory.
+    while (data.length > MAX_LINE_BYTES) data = this.#emitPiece(data);
+    this.#pending = data.slice();
+  }
+
+  /** Emits what is left: the stream ended. */
+  end(): void {
+    let pending = this.#pending;
+    while (pending.length > MAX_LINE_BYTES) pending = this.#emitPiece(pending);
+    if (pending.length) this.#emitBytes(pending);
+    this.#pending = new Uint8Array(0);
+  }
+
+  #emitBytes(bytes: Uint8Array): void {
+    const text = this.#decoder.decode(bytes);
+    this.#emit(text.endsWith("\r") ? text.slice(0, -1) : text);
+  }
+
+  /** Emits the longest head of `data` under the limit that ends on a character boundary. */
+  #emitPiece(data: Uint8Array): Uint8Array {
+    let cut = MAX_LINE_BYTES;
+    while (cut > 0 && (data[cut] & 0xc0) === 0x80) cut--;
+    if (cut === 0) cut = MAX_LINE_BYTES;
+    this.#emitBytes(data.subarray(0, cut));
+    return data.subarray(cut);
+  }
+}
 
 /**
  * Reads `stream` and calls `emit` per line (split at MAX_LINE_BYTES), without keeping it
@@ -18,43 +72,30 @@ export async function streamLines(
   emit: (line: string) => void,
   room?: () => Promise<void> | undefined,
 ): Promise<void> {
-  const decoder = new TextDecoder();
-  const emitBytes = (bytes: Uint8Array) => {
-    const text = decoder.decode(bytes);
-    emit(text.endsWith("\r") ? text.slice(0, -1) : text);
-  };
-  // Emits the longest head of `data` under the limit that ends on a character boundary.
-  const emitPiece = (data: Uint8Array): Uint8Array => {
-    let cut = MAX_LINE_BYTES;
-    while (cut > 0 && (data[cut] & 0xc0) === 0x80) cut--;
-    if (cut === 0) cut = MAX_LINE_BYTES;
-    emitBytes(data.subarray(0, cut));
-    return data.subarray(cut);
-  };
-  let pending: Uint8Array = new Uint8Array(0);
+  const splitter = new LineSplitter(emit);
+  await streamChunks(stream, (chunk) => splitter.push(chunk), room);
+  splitter.end();
+}
+
+/**
+ * Reads `stream` chunk by chunk into `take`; before each chunk it awaits `room`,
+ * when given, so that a consumer that is behind slows the writer (its pipe fills)
+ * rather than losing its output. Resolves at the end of the stream, or once it broke.
+ */
+export async function streamChunks(
+  stream: ReadableStream<Uint8Array>,
+  take: (chunk: Uint8Array) => void,
+  room?: () => Promise<void> | undefined,
+): Promise<void> {
   try {
     for await (const chunk of stream) {
-      // A log that is behind slows the job (its pipe fills) rather than losing its lines.
       const waiting = room?.();
       if (waiting) await waiting;
-      let data = pending.length ? concat(pending, chunk) : chunk;
-      let newline = data.indexOf(10);
-      while (newline !== -1) {
-        let line = data.subarray(0, newline);
-        while (line.length > MAX_LINE_BYTES) line = emitPiece(line);
-        emitBytes(line);
-        data = data.subarray(newline + 1);
-        newline = data.indexOf(10);
-      }
-      // A line without an end yet is cut too, so one endless line cannot grow memory.
-      while (data.length > MAX_LINE_BYTES) data = emitPiece(data);
-      pending = data.slice();
+      take(chunk);
     }
   } catch {
-    // The pipe broke; what was read has been logged.
+    // The pipe broke; what was read has been taken.
   }
-  while (pending.length > MAX_LINE_BYTES) pending = emitPiece(pending);
-  if (pending.length) emitBytes(pending);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

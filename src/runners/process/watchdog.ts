@@ -40,6 +40,10 @@ import type { Logger } from "../../log.ts";
 import { describeError } from "../../errors.ts";
 import { openChildStdin } from "./isolation.ts";
 
+/** A pipe write of at most this many bytes is atomic. */
+const PIPE_BUF = 4096;
+const NEWLINE = 0x0a;
+
 /** How long `-` lines wait to be written together. */
 export const WATCHDOG_FLUSH_MS = 5;
 
@@ -71,6 +75,11 @@ export interface JobGroups {
   remove(pgid: number): void;
   /** Ends the watchdog (graceful exit: no group is left to kill). */
   close(): Promise<void>;
+  /**
+   * The watchdog's pid where its pipe is written through /proc/PID/fd/0 (Linux),
+   * so that a spawner thread can open a write end of its own; else undefined.
+   */
+  readonly pipePid?: number;
 }
 
 /** Used where no watchdog could start (no /bin/sh, Windows): jobs are still killed on every graceful path. */
@@ -134,7 +143,14 @@ export function startWatchdog(log: Logger): JobGroups {
     const bytes = encoder.encode(text);
     if (!pipe) return writer!.write(bytes).catch(gone);
     try {
-      for (let at = 0; at < bytes.length;) at += pipe.writeSync(bytes.subarray(at));
+      // Spawner threads write `+` lines into the same pipe: a write of up to
+      // PIPE_BUF bytes cannot interleave with theirs, so longer text goes out in
+      // pieces that end on a line.
+      for (let at = 0; at < bytes.length;) {
+        let end = Math.min(bytes.length, at + PIPE_BUF);
+        if (end < bytes.length) end = Math.max(bytes.lastIndexOf(NEWLINE, end - 1) + 1, at + 1);
+        while (at < end) at += pipe.writeSync(bytes.subarray(at, end));
+      }
     } catch (error) {
       gone(error);
     }
@@ -142,6 +158,7 @@ export function startWatchdog(log: Logger): JobGroups {
   };
 
   return {
+    pipePid: pipe ? child.pid : undefined,
     add: (pgid) => broken ? undefined : write(`+ ${pgid}\n`),
     remove(pgid) {
       if (broken) return;
