@@ -25,6 +25,7 @@ import {
 import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { PROJECT_ROOT, startLocalAws, stopLocalAws } from "./local_aws.ts";
 import { uploadLargeObject } from "../tests/support/s3.ts";
+import { lambdaBench, lambdaSection } from "./bench/lambda.ts";
 import { runtimeFlags } from "../src/permissions.ts";
 import meta from "../deno.json" with { type: "json" };
 
@@ -907,6 +908,16 @@ async function main(): Promise<void> {
     const started = performance.now();
     const rows = await throughput(bench, runs, count);
     const moduleRows = await modules(bench, runs, count);
+    const lambdaOptions = {
+      dir,
+      runs,
+      // More messages: the handlers' runs are short, and the start-up is in the time.
+      count: Math.max(count * 2, 3_000),
+      slowCount: count / 5,
+      drain: async (n: number, args: (url: string) => string[]) =>
+        (await timeDrain(bench, n, 100, (url) => spawnSqsrun(bench, args(url)))).messagesPerSecond,
+    };
+    const lambda = await lambdaBench(lambdaOptions);
     const small = await s3Mode(bench, quick ? 200 : 1_000, 10 * 1024, 10);
     console.error(
       `S3 small objects: ${fmt(small.messagesPerSecond)}/s, ${fmt(small.peakRssMiB)} MiB`,
@@ -1002,6 +1013,7 @@ async function main(): Promise<void> {
         return `| ${concurrency} | ${fmt(rate)} | ${fmt(exec)} | ${fmt(rate / exec, 2)} |`;
       }),
       "",
+      ...lambdaSection(lambda, lambdaOptions),
       "## S3 mode (moto: SQS and S3; job `cat > /dev/null` through `--shell`)",
       "",
       "| objects | size | concurrency | seconds | objects/s | MB/s | worker peak RSS MiB |",

@@ -524,7 +524,8 @@ Job:
   -i, --interval SEC              Polling interval when the queue was empty (default: ${d.interval})
       --wait SEC                  Long-poll wait, whole seconds 0..20 (default: ${d.wait})
   -c, --concurrency N             Jobs run at once, 1..1000 (default: ${d.concurrency})
-      --batch-size N              Messages per receive, 1..10 (default: ${d.batchSize})
+      --batch-size N              Messages per receive (--lambda: per invocation), 1..10
+                                  (default: ${d.batchSize})
       --prefetch N|auto           Messages held ready beyond the running jobs, 0..1000; auto
                                   holds about 1 s of work by recent job times, at most
                                   --batch-size (default: auto)
@@ -547,6 +548,12 @@ S3 notification jobs:
                                   the job once per ObjectCreated record, the object on stdin
       --s3-delete                 Delete the object after its job succeeded (default: keep)
       --s3-gunzip                 Decompress objects stored with Content-Encoding: gzip
+
+Lambda handlers (--lambda):
+      --handler NAME              The runtime's _HANDLER (default: the last ARGV word, else
+                                  the program's file name)
+      --batch-window SEC          Wait up to SEC for a full --batch-size batch (default: 0,
+                                  a batch is what one receive brings), at most 300
 
 Metrics and health:
       --statsd HOST:PORT|off      Send DogStatsD metrics over UDP (default: DD_AGENT_HOST:

@@ -121,6 +121,10 @@ export interface Options extends RunnerTargets {
   // worker
   concurrency: number;
   batchSize: number;
+  /** `--batch-window`: how long a `--lambda` batch may wait to fill up, seconds; unset: 0. */
+  batchWindow?: number;
+  /** `--handler`: the `--lambda` runtime's `_HANDLER`. */
+  handler?: string;
   /** `--prefetch`: most messages held beyond the running jobs, or "auto" (about a second of work). */
   prefetch: number | "auto";
   backoff?: Backoff;
@@ -209,6 +213,8 @@ export interface Settings extends RunnerTargets {
   shutdownTimeout?: number;
   concurrency?: number;
   batchSize?: number;
+  batchWindow?: number;
+  handler?: string;
   prefetch?: number | "auto";
   /** `--backoff`; "off" retries at once. */
   backoff?: Backoff | "off";
@@ -306,6 +312,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: "wait", field: "wait", kind: "integer", min: 0, max: 20 },
   { key: "concurrency", short: "c", field: "concurrency", kind: "integer", min: 1, max: 1000 },
   { key: "batch-size", field: "batchSize", kind: "integer", min: 1, max: 10 },
+  // Lambda's MaximumBatchingWindowInSeconds: at most 300.
+  { key: "batch-window", field: "batchWindow", kind: "seconds", min: 0, max: 300 },
   { key: "prefetch", field: "prefetch", kind: "prefetch", min: 0, max: 1000 },
   { key: "backoff", field: "backoff", kind: "backoff" },
   {
@@ -316,6 +324,7 @@ export const SETTINGS: readonly SettingSpec[] = [
     max: Number.MAX_SAFE_INTEGER,
   },
   ...RUNNER_KINDS.map((kind): SettingSpec => ({ key: kind.name, field: kind.name, kind: "text" })),
+  { key: "handler", field: "handler", kind: "text" },
   { key: "shell", field: "shell", kind: "boolean" },
   { key: "args", field: "args", kind: "list" },
   { key: "env", field: "env", kind: "env" },
@@ -871,6 +880,13 @@ export function resolveOptions(invocation: Invocation): Options {
     if (!s.queue) throw new UsageError(`--${command} needs -q/--queue`);
   }
 
+  if (JOB_COMMANDS.has(command) && command !== "lambda" && command !== "configure") {
+    if (s.handler !== undefined) throw new UsageError(`--handler only applies to --lambda`);
+    if (s.batchWindow !== undefined) {
+      throw new UsageError(`--batch-window only applies to --lambda`);
+    }
+  }
+
   if (JOB_COMMANDS.has(command) && !s.s3) {
     if (s.s3Delete) throw new UsageError("--s3-delete only applies with --s3");
     if (s.s3Gunzip) throw new UsageError("--s3-gunzip only applies with --s3");
@@ -923,6 +939,8 @@ export function resolveOptions(invocation: Invocation): Options {
     givenTimings,
     concurrency: s.concurrency ?? DEFAULTS.concurrency,
     batchSize: s.batchSize ?? DEFAULTS.batchSize,
+    ...(s.batchWindow !== undefined ? { batchWindow: s.batchWindow } : {}),
+    ...(s.handler !== undefined ? { handler: s.handler } : {}),
     prefetch: s.prefetch ?? "auto",
     backoff: s.backoff === "off" ? undefined : s.backoff ?? { ...DEFAULT_BACKOFF },
     maxReceives: s.maxReceives,

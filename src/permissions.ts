@@ -28,7 +28,8 @@
 export const RUNTIME_PERMISSIONS: readonly string[] = Object.freeze([
   /**
    * SQS/S3 endpoints (AWS or an emulator), the credential chain's IMDS/ECS/STS/SSO
-   * calls, DogStatsD over UDP (node:dgram; needs no unstable flag), the HTTP metrics listener.
+   * calls, DogStatsD over UDP (node:dgram; needs no unstable flag), the HTTP metrics listener,
+   * the `--lambda` Runtime API listeners on 127.0.0.1.
    */
   "--allow-net",
   /**

@@ -57,6 +57,7 @@ Deno.test("defaults and derived values", async () => {
     configure: undefined,
     exec: "./w",
     run: undefined,
+    lambda: undefined,
     args: [],
     env: {},
     shell: false,

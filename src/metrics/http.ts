@@ -7,7 +7,7 @@
 import type { Address } from "../config.ts";
 import { describeError, RuntimeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { JobFinished, WorkerMetrics } from "./metrics.ts";
+import { type JobFinished, partlyFailed, type WorkerMetrics } from "./metrics.ts";
 
 /**
  * Upper bounds of the job duration histogram, in seconds: jobs range from a few
@@ -130,7 +130,15 @@ const COUNTERS = {
     "sqsrun_messages_released_total",
     "Messages given back to the queue (failed job, malformed message, shutdown).",
   ],
-  jobsStarted: ["sqsrun_jobs_started_total", "Jobs started."],
+  jobsStarted: ["sqsrun_jobs_started_total", "Jobs started (--lambda: invocations)."],
+  jobMessages: [
+    "sqsrun_job_messages_total",
+    "Messages carried by the jobs that finished (per job: the --lambda batch size).",
+  ],
+  jobsPartlyFailed: [
+    "sqsrun_jobs_partly_failed_total",
+    "Jobs some but not all of whose messages failed (--lambda: batchItemFailures).",
+  ],
   jobsKilled: [
     "sqsrun_jobs_killed_total",
     "Jobs the supervisor had to signal (timeouts, shutdown).",
@@ -335,6 +343,8 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     jobFinished: (job: JobFinished) => {
       durations[job.succeeded ? "1" : "0"].observe(job.durationMs / 1000);
       if (job.killed) add("jobsKilled");
+      add("jobMessages", job.messages ?? 1);
+      if (partlyFailed(job)) add("jobsPartlyFailed");
     },
     messageDeleted: () => add("messagesDeleted"),
     messageReleased: () => add("messagesReleased"),

@@ -11,6 +11,16 @@ export interface JobFinished {
   succeeded: boolean;
   /** The supervisor had to signal it. */
   killed: boolean;
+  /** How many messages it carried (a `--lambda` batch: up to `--batch-size`); default 1. */
+  messages?: number;
+  /** How many of them failed; fewer than `messages` but more than 0 is a partial failure. */
+  failedMessages?: number;
+}
+
+/** True when some but not all messages of a finished job failed (a partial batch failure). */
+export function partlyFailed(job: JobFinished): boolean {
+  const failed = job.failedMessages ?? (job.succeeded ? 0 : 1);
+  return failed > 0 && failed < (job.messages ?? 1);
 }
 
 /** Events and levels the worker reports. Every method must be cheap and never throw. */

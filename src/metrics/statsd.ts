@@ -10,7 +10,7 @@ import dgram from "node:dgram";
 import { type Address, parseAddress } from "../config.ts";
 import { describeError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { JobFinished, WorkerMetrics } from "./metrics.ts";
+import { type JobFinished, partlyFailed, type WorkerMetrics } from "./metrics.ts";
 
 /** The DogStatsD port when `DD_DOGSTATSD_PORT` does not say. */
 export const DEFAULT_STATSD_PORT = 8125;
@@ -88,7 +88,7 @@ function cleanTag(value: string): string {
 export function formatLine(
   name: string,
   value: number,
-  type: "c" | "g" | "ms",
+  type: "c" | "g" | "ms" | "h",
   tags: readonly string[],
 ): string {
   const tagPart = tags.length > 0 ? `|#${tags.join(",")}` : "";
@@ -144,7 +144,7 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
     bufferBytes = 0;
     send(payload);
   };
-  const emit = (name: string, value: number, type: "c" | "g" | "ms", own: string[] = []) => {
+  const emit = (name: string, value: number, type: "c" | "g" | "ms" | "h", own: string[] = []) => {
     if (closed) return;
     const line = formatLine(prefix + name, value, type, [...own, ...tags]);
     const bytes = encoder.encode(line).length;
@@ -172,6 +172,8 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
     jobFinished: (job: JobFinished) => {
       emit("job.time", Math.round(job.durationMs), "ms", [`success:${job.succeeded ? 1 : 0}`]);
       if (job.killed) count("jobs.killed");
+      if ((job.messages ?? 1) > 1) emit("job.messages", job.messages!, "h");
+      if (partlyFailed(job)) count("jobs.partly_failed");
     },
     messageDeleted: () => count("messages.deleted"),
     messageReleased: () => count("messages.released"),

@@ -9,6 +9,7 @@
 import type { Options } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { assertExecutable, execRunner } from "./exec.ts";
+import { lambdaRunner } from "./lambda/runner.ts";
 import { moduleRunner } from "./module/runner.ts";
 import { detectIsolation } from "./process/isolation.ts";
 import type { JobRunner } from "./runner.ts";
@@ -21,6 +22,22 @@ export interface JobOptions {
   env: Record<string, string>;
   /** `--shell`. */
   shell: boolean;
+  // What `--lambda` reads besides: how many runtimes, batches, the function's name and region.
+  /** `-c`. */
+  concurrency: number;
+  /** `--batch-size`. */
+  batchSize: number;
+  /** `-x`, seconds: also how long a Lambda runtime may take to start. */
+  killTimeout: number;
+  /** `--kill-grace`, seconds. */
+  killGrace: number;
+  /** `--handler`. */
+  handler?: string;
+  /** `--s3`. */
+  s3: boolean;
+  queue?: string;
+  region?: string;
+  endpointUrl?: string;
 }
 
 /** One way of running jobs. */
@@ -91,9 +108,38 @@ export const RUNNER_KINDS = [
     // Loaded once here, before anything is received: a module that cannot load is a usage error.
     build: (path, options) => moduleRunner({ path, args: options.args, env: options.env }),
   },
+  {
+    name: "lambda",
+    target: "COMMAND",
+    help: "Run Lambda runtime COMMAND for message batches",
+    runs: "a Lambda handler",
+    // The runtimes start here and must ask for work before anything is received.
+    build: (command, options) => {
+      if (options.s3) {
+        throw new UsageError(
+          "--s3 does not apply to --lambda: a handler gets each SQS record as Lambda sends it, " +
+            "the S3 event in its body (drop --s3)",
+        );
+      }
+      if (options.shell) throw new UsageError("--shell only applies to --exec");
+      return lambdaRunner({
+        command,
+        args: options.args,
+        env: options.env,
+        handler: options.handler,
+        concurrency: options.concurrency,
+        batchSize: options.batchSize,
+        killGrace: options.killGrace,
+        loadTimeoutMs: options.killTimeout * 1000,
+        queue: options.queue,
+        region: options.region,
+        endpointUrl: options.endpointUrl,
+      });
+    },
+  },
 ] as const satisfies readonly RunnerKind[];
 
-/** The name of a runner kind: `exec` or `run`. */
+/** The name of a runner kind: `exec`, `run` or `lambda`. */
 export type RunnerKindName = (typeof RUNNER_KINDS)[number]["name"];
 
 /** The runner kinds' names, in table order. */

@@ -3,11 +3,12 @@
  * message, a module in a Web Worker), and the worker's loop in `src/worker/` is
  * written once for all of them; a source (`src/sources/`) says what the inputs are.
  *
- * A job carries one message or several (up to {@linkcode JobRunner.maxItems}, 1
- * for every runner today), and its runner says what became of each message, so
- * settling stays per message. The runner also names the fields of the job's end
- * line in its own terms: an exit code and a signal for a process, the error a
- * module threw. It is told to stop in two modes, never with signal names.
+ * A job carries one message or several (up to {@linkcode JobRunner.maxItems}: 1
+ * for `--exec` and `--run`, a batch for `--lambda`), and its runner says what
+ * became of each message, so settling stays per message. The runner also names
+ * the fields of the job's end line in its own terms: an exit code and a signal
+ * for a process, the error a module threw. It is told to stop in two modes,
+ * never with signal names.
  *
  * @module
  */
@@ -35,6 +36,11 @@ export interface Job {
   items: JobItem[];
   /** Where the job's own lines go (its output): its item's logger when it has one. */
   log: Logger;
+  /**
+   * When the supervisor's polite stop comes (`-x`), in ms after the start: what a
+   * runner tells a job that wants to know its deadline (a Lambda runtime's).
+   */
+  killAfterMs?: number;
 }
 
 /** What became of one message of a job, as its runner sees it. */
@@ -72,6 +78,14 @@ export interface JobRunner {
   close(): Promise<void>;
   /** What the start-up log says about how jobs run (e.g. how they get a process group). */
   readonly details?: Record<string, string>;
+  /** Resolves when the runner can take a job; the receive loop waits for it before each receive. */
+  ready?(): Promise<void> | undefined;
+  /**
+   * On a FIFO queue, a job may carry several messages of one group, in order
+   * (a Lambda batch): the runner runs them in order and fails every message of
+   * the group after a failed one. Unset: a job never holds two of one group.
+   */
+  readonly groupBatches?: boolean;
 }
 
 /** Returns a job's report in which every message met the same `result`. */

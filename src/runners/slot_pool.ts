@@ -1,6 +1,6 @@
 /**
  * Long-lived slots: something loaded once that then runs one job at a time (a Web
- * Worker with the `--run` module loaded; a Lambda runtime next), reused while it
+ * Worker with the `--run` module loaded; a `--lambda` runtime process), reused while it
  * is sound and replaced once it is not. Every slot is in one named state, and the
  * pool refuses a transition the diagram does not show, as `SupervisedJob` does
  * for one job:

@@ -118,6 +118,9 @@ export class WorkerLoop {
       concurrency: options.concurrency,
       maxItems: parts.runner.maxItems,
       fifo,
+      groupBatches: parts.runner.groupBatches,
+      // Jobs of several messages gather one receive's messages, or --batch-window's.
+      batchWindowMs: parts.runner.maxItems > 1 ? (options.batchWindow ?? 0) * 1000 : undefined,
       run: (messages) => this.#pipeline.process(messages),
       abandon: (message) => this.#settler.giveBack(message),
       holdLimitMs: options.prefetch === "auto" ? AUTO_PREFETCH_GIVE_BACK_MS : undefined,
@@ -216,6 +219,12 @@ export class WorkerLoop {
       }
       const count = Math.min(scheduler.freeSlots - reserved, batchSize);
       if (count <= 0) continue;
+      const notReady = this.#parts.runner.ready?.();
+      if (notReady) {
+        // No message is taken while the runner could not run it (its runtimes are starting).
+        await Promise.race([notReady, aborted(signal)]);
+        continue;
+      }
       reserved += count;
       const call = this.#receiver.receive(count, cancel, signal).then((messages) => {
         reserved -= count;
@@ -273,6 +282,14 @@ export class WorkerLoop {
     await this.#pipeline.settled();
     await this.#batcher.flush();
   }
+}
+
+/** Resolves once `signal` aborted. */
+function aborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true })
+  );
 }
 
 /** The queue's redrive policy is missing and --max-receives parks messages instead. */

@@ -24,6 +24,11 @@ export interface JobMessage {
    * from when the answer arrived.
    */
   receiveSentAt: number;
+  /**
+   * The message as SQS answered (system attributes, typed message attributes,
+   * MD5s): what a runner that hands records on as they came, as Lambda does, needs.
+   */
+  raw?: Message;
 }
 
 /** Converts an SDK message; returns undefined for one without id, handle or body. */
@@ -50,6 +55,7 @@ export function toJobMessage(
     groupId: system.MessageGroupId,
     attributes,
     receiveSentAt,
+    raw: message,
   };
 }
 

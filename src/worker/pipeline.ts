@@ -9,7 +9,7 @@
  *
  * A message has one step, or one per S3 record: its steps run in order, each as a
  * job, and it is deleted once all of them succeeded. The messages of a job (one,
- * for every runner today) each keep their own steps and their own verdict.
+ * or a `--lambda` batch) each keep their own steps and their own verdict.
  *
  * @module
  */
@@ -219,7 +219,8 @@ export class Pipeline {
     const log = items.length === 1
       ? items[0].log
       : this.#options.log.with({ message_ids: items.map((item) => item.message.id) });
-    const job = new SupervisedJob(runner.run({ items, log }), {
+    const killAfterMs = this.#options.policy.killAfterMs;
+    const job = new SupervisedJob(runner.run({ items, log, killAfterMs }), {
       policy: this.#options.policy,
       log,
       clock: this.#options.clock,
@@ -233,6 +234,8 @@ export class Pipeline {
       durationMs: end.durationMs,
       succeeded: end.succeeded.every((succeeded) => succeeded),
       killed: end.killed,
+      messages: items.length,
+      failedMessages: end.succeeded.filter((succeeded) => !succeeded).length,
     });
     this.#reportSlots();
     for (const [index, { message, log }] of items.entries()) {

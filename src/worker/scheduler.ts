@@ -1,13 +1,15 @@
 /**
  * Concurrency slots, messages received ahead, and FIFO group lanes. A message is
  * in hand from the moment it is received until it is settled; at most
- * `concurrency` jobs run at once, each with up to `maxItems` messages (one, for
- * every runner today), and at most `prefetch` more messages wait, ready to start
- * the moment a job ends. On a FIFO queue, messages of one group run one at a time,
- * in order: a group's next message becomes ready only once the job of the one
- * before it ended, so no job ever holds two messages of one group. On a standard
- * queue a group id names a tenant (fair queues): it orders nothing, and a tenant's
- * messages run in parallel like any others.
+ * `concurrency` jobs run at once, each with up to `maxItems` messages (one for
+ * `--exec` and `--run`, a batch for `--lambda`), and at most `prefetch` more
+ * messages wait, ready to start the moment a job ends. On a FIFO queue, messages
+ * of one group run one at a time, in order: a group's next message becomes ready
+ * only once the job of the one before it ended, so no job holds two messages of
+ * one group, unless `groupBatches` lets a job take a run of one group's messages
+ * in order (a Lambda batch). On a standard queue a group id names a tenant (fair
+ * queues): it orders nothing, and a tenant's messages run in parallel like any
+ * others.
  *
  * @module
  */
@@ -47,6 +49,18 @@ export interface SchedulerOptions {
   holdLimitMs?: number;
   /** The clock of run times, hold limits and coalescing waits; default the real one. */
   clock?: Clock;
+  /**
+   * On a FIFO queue, a job takes up to maxItems messages of one group, in order
+   * (a Lambda batch), instead of one message of each of several groups. Default false.
+   */
+  groupBatches?: boolean;
+  /**
+   * For jobs of several messages: a job that would start with fewer than maxItems
+   * waits up to this long (ms, from when its oldest message became ready) for
+   * more to arrive, and 0 still gathers all the messages of one receive into one
+   * job. Undefined: a job starts at once with what is ready.
+   */
+  batchWindowMs?: number;
 }
 
 /** Admits messages into slots and lanes. */
@@ -65,6 +79,11 @@ export class Scheduler {
   #meanRunMs: number | undefined;
   /** When each running job started, on the scheduler's clock. */
   #startedAt = new Map<JobMessage[], number>();
+  /** A start is due once the messages being accepted now are all in (a batch window is set). */
+  #startQueued = false;
+  /** A slot is free and the ready messages wait for the batch window to fill a job. */
+  #gathering = false;
+  #windowTimer: unknown;
 
   constructor(options: SchedulerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
@@ -94,9 +113,13 @@ export class Scheduler {
     return this.#options.concurrency * this.#maxItems + this.#prefetch;
   }
 
-  /** Messages received and free to start as soon as a job ends. */
+  /**
+   * Messages received and free to start as soon as a job ends. Those gathering
+   * for a batch window while a slot is free are not counted: they wait for more
+   * messages, which the receive loop should fetch, not for a slot.
+   */
   get ready(): number {
-    return this.#ready.length;
+    return this.#gathering ? 0 : this.#ready.length;
   }
 
   /**
@@ -144,12 +167,25 @@ export class Scheduler {
       const lane = this.#lanes.get(group);
       if (lane) {
         lane.push(message);
+        // A batch of this group gathering for its window may take it.
+        if (this.#options.groupBatches && this.#gathering) this.#queueStart();
         return;
       }
       this.#lanes.set(group, []);
     }
     this.#makeReady(message);
-    this.#startReady();
+    if (this.#options.batchWindowMs === undefined) this.#startReady();
+    else this.#queueStart();
+  }
+
+  /** Starts jobs once the current turn's messages are all accepted (one receive, one batch). */
+  #queueStart(): void {
+    if (this.#startQueued) return;
+    this.#startQueued = true;
+    queueMicrotask(() => {
+      this.#startQueued = false;
+      this.#startReady();
+    });
   }
 
   /** Removes and returns every message not yet started (for shutdown). */
@@ -157,6 +193,7 @@ export class Scheduler {
     const waiting = this.#ready.splice(0).map((entry) => entry.message);
     if (this.#holdTimer !== undefined) this.#clock.clearTimer(this.#holdTimer);
     this.#holdTimer = undefined;
+    this.#stopGathering();
     for (const lane of this.#lanes.values()) waiting.push(...lane.splice(0));
     return waiting;
   }
@@ -227,13 +264,64 @@ export class Scheduler {
 
   /**
    * Starts jobs of the oldest ready messages while a slot is free. Ready messages
-   * hold at most one of each FIFO group, so a job never gets two of one group.
+   * hold at most one of each FIFO group, so a job never gets two of one group,
+   * except the run of one group that `groupBatches` takes from its lane. A job
+   * that would be short of maxItems waits for the batch window, if there is one.
    */
   #startReady(): void {
+    this.#stopGathering();
     while (this.#running < this.#options.concurrency && this.#ready.length > 0) {
-      this.#start(this.#ready.splice(0, this.#maxItems).map((entry) => entry.message));
+      if (this.#nextBatchSize() < this.#maxItems && this.#windowOpen()) {
+        this.#gatherUntilWindowEnds();
+        break;
+      }
+      this.#start(this.#takeBatch());
     }
     this.#scheduleHoldCheck();
+  }
+
+  /** The messages of the next job: the oldest ready ones, or the oldest group's run. */
+  #takeBatch(): JobMessage[] {
+    const group = this.#options.groupBatches ? this.#laneOf(this.#ready[0].message) : undefined;
+    if (group === undefined) {
+      return this.#ready.splice(0, this.#maxItems).map((entry) => entry.message);
+    }
+    const head = this.#ready.shift()!.message;
+    return [head, ...(this.#lanes.get(group)?.splice(0, this.#maxItems - 1) ?? [])];
+  }
+
+  /** How many messages the next job would take now. */
+  #nextBatchSize(): number {
+    const group = this.#options.groupBatches ? this.#laneOf(this.#ready[0].message) : undefined;
+    const available = group === undefined
+      ? this.#ready.length
+      : 1 + (this.#lanes.get(group)?.length ?? 0);
+    return Math.min(available, this.#maxItems);
+  }
+
+  /** The batch window of the oldest ready message has not passed yet. */
+  #windowOpen(): boolean {
+    const window = this.#options.batchWindowMs;
+    if (window === undefined || window <= 0) return false;
+    return this.#clock.now() - this.#ready[0].since < window;
+  }
+
+  /** Waits for the batch window of the oldest ready message, then starts what is there. */
+  #gatherUntilWindowEnds(): void {
+    this.#gathering = true;
+    const due = this.#ready[0].since + this.#options.batchWindowMs! - this.#clock.now();
+    this.#windowTimer = this.#clock.setTimer(() => {
+      this.#windowTimer = undefined;
+      this.#startReady();
+    }, Math.max(0, due));
+    // The receive loop fetches more for a job gathering its batch.
+    this.#wakeAll();
+  }
+
+  #stopGathering(): void {
+    this.#gathering = false;
+    if (this.#windowTimer !== undefined) this.#clock.clearTimer(this.#windowTimer);
+    this.#windowTimer = undefined;
   }
 
   #makeReady(message: JobMessage): void {
@@ -243,7 +331,8 @@ export class Scheduler {
   /** Arms one timer for the oldest held standard message, if any and if there is a limit. */
   #scheduleHoldCheck(): void {
     const limit = this.#options.holdLimitMs;
-    if (limit === undefined || this.#holdTimer !== undefined) return;
+    // Messages gathering for a batch window wait for more messages, not for a slot.
+    if (limit === undefined || this.#holdTimer !== undefined || this.#gathering) return;
     const oldest = this.#ready.find((entry) => this.#laneOf(entry.message) === undefined);
     if (!oldest) return;
     const due = oldest.since + limit - this.#clock.now();
@@ -261,7 +350,7 @@ export class Scheduler {
   #giveBackHeldTooLong(limit: number): void {
     const now = this.#clock.now();
     const expired = (entry: { message: JobMessage; since: number }) =>
-      this.#laneOf(entry.message) === undefined && now - entry.since >= limit;
+      !this.#gathering && this.#laneOf(entry.message) === undefined && now - entry.since >= limit;
     for (const { message } of this.#ready.filter(expired)) {
       this.#options.abandon(message).then(() => this.#free(1));
     }
@@ -279,7 +368,15 @@ export class Scheduler {
         ? ms
         : this.#meanRunMs + (ms - this.#meanRunMs) / 5;
       this.#running -= 1;
-      messages.forEach((message, index) => this.#next(message, succeeded[index]));
+      // Once per group of the job (a group batch holds several of one group): its
+      // lane goes on if all of them succeeded, else the rest of it is given back.
+      const groups = new Map<string | undefined, { last: JobMessage; ok: boolean }>();
+      messages.forEach((message, index) => {
+        const key = this.#laneOf(message) ?? `\0${index}`;
+        const seen = groups.get(key);
+        groups.set(key, { last: message, ok: (seen?.ok ?? true) && succeeded[index] });
+      });
+      for (const { last, ok } of groups.values()) this.#next(last, ok);
       this.#free(messages.length);
       this.#startReady();
     });

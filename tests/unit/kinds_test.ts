@@ -24,7 +24,7 @@ async function optionsOf(argv: string[]) {
 }
 
 Deno.test("kinds: every runner kind is a command, a setting and a help line", async () => {
-  deepStrictEqual(RUNNER_KIND_NAMES, ["exec", "run"]);
+  deepStrictEqual(RUNNER_KIND_NAMES, ["exec", "run", "lambda"]);
   const help = helpText();
   const prose = help.replace(/\s+/g, " ");
   for (const kind of RUNNER_KINDS) {
@@ -43,7 +43,11 @@ Deno.test("kinds: every runner kind is a command, a setting and a help line", as
 });
 
 Deno.test("kinds: the targets of the start line name every kind, unset ones undefined", () => {
-  deepStrictEqual(runnerTargets({ run: "./m.ts" }), { exec: undefined, run: "./m.ts" });
+  deepStrictEqual(runnerTargets({ run: "./m.ts" }), {
+    exec: undefined,
+    run: "./m.ts",
+    lambda: undefined,
+  });
 });
 
 Deno.test("kinds: two kinds at once are refused on the command line and in a file", async () => {

@@ -26,6 +26,7 @@ Deno.test("toJobMessage: system attributes give receiveCount, sentTimestamp and 
     groupId: "orders",
     attributes: {},
     receiveSentAt: 42.5,
+    raw: message,
   });
 });
 
