@@ -32,6 +32,7 @@ import meta from "../deno.json" with { type: "json" };
 const MAIN = join(PROJECT_ROOT, "src", "main.ts");
 const BASELINE = join(PROJECT_ROOT, "scripts", "bench", "baseline.ts");
 const GO_LEAN_DIR = join(PROJECT_ROOT, "scripts", "bench", "go_lean");
+const POST_APP = join(PROJECT_ROOT, "scripts", "bench", "post_app.ts");
 const CLOCK_TICKS_PER_SECOND = 100;
 
 /** What one measured run produced. */
@@ -874,6 +875,138 @@ function fmt(value: number, digits = 0): string {
   return value.toFixed(digits);
 }
 
+/** One `--post` row: sqsrun and the Go lean POST loop delivering to the same trivial app. */
+interface PostRow {
+  concurrency: number;
+  sqsrun: SideFigures;
+  /** The Go lean loop's `-post` mode; `null` when it was skipped. */
+  go: SideFigures | null;
+  goRatioRange: [number, number] | null;
+  /** CPU ms per message of the web app while sqsrun delivered to it. */
+  appCpu: number;
+}
+
+/**
+ * `--post` throughput: a trivial web app (scripts/bench/post_app.ts, Deno.serve in a
+ * process of its own) takes every message; sqsrun `--post` and the Go lean loop's
+ * `-post` mode deliver to it in turns, at -c 1, 10 and 50.
+ */
+async function postThroughput(bench: Bench, runs: number, count: number): Promise<PostRow[]> {
+  const portFile = join(bench.dir, "post_app.port");
+  const app = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", POST_APP, portFile],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const rows: PostRow[] = [];
+  try {
+    let port = "";
+    for (let i = 0; i < 100 && port === ""; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      port = await Deno.readTextFile(portFile).catch(() => "");
+    }
+    if (port === "") throw new Error("the --post bench app did not start");
+    const appUrl = `http://127.0.0.1:${port}/jobs`;
+    const goLean = "path" in bench.goLean ? bench.goLean.path : null;
+    for (const concurrency of [1, 10, 50]) {
+      const ours: RunFigures[] = [];
+      const gos: RunFigures[] = [];
+      const appCpu: number[] = [];
+      const sides = [
+        {
+          figures: ours,
+          spawn: (url: string) =>
+            spawnSqsrun(bench, [
+              "-q",
+              url,
+              "--post",
+              appUrl,
+              "-c",
+              String(concurrency),
+              "--wait",
+              "1",
+              "-o",
+              "/dev/null",
+            ]),
+        },
+        ...(goLean
+          ? [{
+            figures: gos,
+            spawn: (url: string) =>
+              spawnGoLean(goLean, bench, ["-post", appUrl, url, String(concurrency)]),
+          }]
+          : []),
+      ];
+      for (let run = 0; run < runs; run++) {
+        for (let i = 0; i < sides.length; i++) {
+          const side = sides[(run + i) % sides.length];
+          const before = processUsage(app.pid).cpuSeconds;
+          side.figures.push(await timeDrain(bench, count, 100, side.spawn));
+          if (side.figures === ours) {
+            appCpu.push((processUsage(app.pid).cpuSeconds - before) / count * 1000);
+          }
+        }
+      }
+      const row: PostRow = {
+        concurrency,
+        sqsrun: sideFigures(ours, count),
+        go: goLean ? sideFigures(gos, count) : null,
+        goRatioRange: goLean ? pairRange(ours, gos) : null,
+        appCpu: median(appCpu),
+      };
+      console.error(
+        `--post -c ${concurrency}: sqsrun ${fmt(row.sqsrun.rate)}/s` +
+          (row.go
+            ? `, Go ${fmt(row.go.rate)}/s, ratio ${fmt(row.sqsrun.rate / row.go.rate, 2)}`
+            : ", Go skipped"),
+      );
+      rows.push(row);
+    }
+  } finally {
+    await stop(app);
+  }
+  return rows;
+}
+
+/** The report's `--post` section: the table, and the targets at -c 10 and 50. */
+function postSection(rows: PostRow[], goLean: Bench["goLean"]): string[] {
+  const targets = rows.filter((row) => row.concurrency >= 10).map((row) => {
+    const head = `- \`--post\` at -c ${row.concurrency} ≥ 0.9 × the Go lean POST loop`;
+    if (!row.go) {
+      return `${head}: not measured, the Go lean loop was skipped (${skipReason(goLean)}).`;
+    }
+    const ratio = row.sqsrun.rate / row.go.rate;
+    return `${head}: ${fmt(ratio, 2)} (run pairs ${range(row.goRatioRange!)}), ${
+      verdict(ratio >= 0.9)
+    }.`;
+  });
+  return [
+    "## `--post` to a web app (messages/s)",
+    "",
+    "A trivial app (`scripts/bench/post_app.ts`: Deno.serve in a process of its own, reading each",
+    "body and answering 200) takes every message; sqsrun `--post URL` (`--wait 1 -o /dev/null`) and",
+    "the Go lean loop's `-post` mode (one keep-alive `http.Client`, a 2xx is a success) deliver to it",
+    "in turns. The app's CPU per message shows it is not the limit.",
+    "",
+    "| concurrency | sqsrun `--post` | Go lean POST loop | ratio vs Go | run pairs vs Go | CPU ms/msg: sqsrun | Go | the app | peak RSS MiB: sqsrun | Go |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ...rows.map((row) => {
+      const go = row.go;
+      return `| ${row.concurrency} | ${fmt(row.sqsrun.rate)} | ${
+        go ? fmt(go.rate) : "skipped"
+      } | ` +
+        `${go ? fmt(row.sqsrun.rate / go.rate, 2) : "skipped"} | ` +
+        `${row.goRatioRange ? range(row.goRatioRange) : "skipped"} | ${fmt(row.sqsrun.cpu, 2)} | ` +
+        `${go ? fmt(go.cpu, 2) : "skipped"} | ${fmt(row.appCpu, 2)} | ${fmt(row.sqsrun.rss)} | ` +
+        `${go ? fmt(go.rss) : "skipped"} |`;
+    }),
+    "",
+    ...targets,
+    "",
+  ];
+}
+
 async function main(): Promise<void> {
   const flags = parseArgs({
     args: Deno.args,
@@ -918,6 +1051,7 @@ async function main(): Promise<void> {
         (await timeDrain(bench, n, 100, (url) => spawnSqsrun(bench, args(url)))).messagesPerSecond,
     };
     const lambda = await lambdaBench(lambdaOptions);
+    const postRows = await postThroughput(bench, runs, count);
     const small = await s3Mode(bench, quick ? 200 : 1_000, 10 * 1024, 10);
     console.error(
       `S3 small objects: ${fmt(small.messagesPerSecond)}/s, ${fmt(small.peakRssMiB)} MiB`,
@@ -1014,6 +1148,7 @@ async function main(): Promise<void> {
       }),
       "",
       ...lambdaSection(lambda, lambdaOptions),
+      ...postSection(postRows, goLean),
       "## S3 mode (moto: SQS and S3; job `cat > /dev/null` through `--shell`)",
       "",
       "| objects | size | concurrency | seconds | objects/s | MB/s | worker peak RSS MiB |",

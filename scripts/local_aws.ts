@@ -4,7 +4,7 @@
  * run on free loopback ports.
  *
  * ```sh
- * deno run -A scripts/local_aws.ts install   # venv with moto + awscli, ElasticMQ jars (idempotent)
+ * deno run -A scripts/local_aws.ts install   # venv with moto, awscli, flask; ElasticMQ jars (idempotent)
  * deno run -A scripts/local_aws.ts start     # start both, write .cache/local_aws/state.json
  * deno run -A scripts/local_aws.ts status    # print the state and whether each server answers
  * deno run -A scripts/local_aws.ts env       # `export SQSRUN_TEST_...` lines for `eval`
@@ -33,6 +33,14 @@ export const DEFAULT_STATE_DIR: string = join(CACHE_DIR, "local_aws");
 const PIP_REQUIREMENTS = ["moto[server]==5.2.1", "awscli==1.45.11"];
 const VENV_DIR = join(CACHE_DIR, "venv");
 const VENV_MARKER = join(VENV_DIR, ".sqsrun_installed");
+/**
+ * Pinned like the requirements, installed into the same venv after it: Flask, the web
+ * app of tests/post_test.ts written the Beanstalk way. Kept apart, with a marker of its
+ * own, so that adding one never changes the venv's marker: checkouts of other ages that
+ * share `.cache/` (worktrees) still find the venv as they expect, and none rebuilds it.
+ */
+const PIP_EXTRAS = ["flask==3.1.3"];
+const EXTRAS_MARKER = join(VENV_DIR, ".sqsrun_extras_installed");
 const ELASTICMQ_POM = join(PROJECT_ROOT, "scripts", "elasticmq", "pom.xml");
 const ELASTICMQ_DIR = join(CACHE_DIR, "elasticmq");
 const ELASTICMQ_CLASSPATH = join(ELASTICMQ_DIR, "classpath.txt");
@@ -124,6 +132,7 @@ export async function installLocalAws(options: LocalAwsOptions = {}): Promise<In
   const log = options.log ?? defaultLog;
   const paths = installationPaths();
   await installVenv(paths, log);
+  await installExtras(paths, log);
   await installElasticMq(log);
   return paths;
 }
@@ -153,6 +162,25 @@ async function installVenv(paths: Installation, log: (message: string) => void):
   ]);
   // Written last: its presence means every step above finished.
   await Deno.writeTextFile(VENV_MARKER, wanted);
+}
+
+/** Installs {@linkcode PIP_EXTRAS} into the venv, unless its own marker says they are there. */
+async function installExtras(paths: Installation, log: (message: string) => void): Promise<void> {
+  const wanted = PIP_EXTRAS.join("\n");
+  if (readTextOrNull(EXTRAS_MARKER) === wanted) {
+    log(`${PIP_EXTRAS.join(" ")} already installed in ${VENV_DIR}`);
+    return;
+  }
+  log(`installing ${PIP_EXTRAS.join(" ")} into ${VENV_DIR}`);
+  await run(paths.python, [
+    "-m",
+    "pip",
+    "install",
+    "--quiet",
+    "--disable-pip-version-check",
+    ...PIP_EXTRAS,
+  ]);
+  await Deno.writeTextFile(EXTRAS_MARKER, wanted);
 }
 
 async function installElasticMq(log: (message: string) => void): Promise<void> {

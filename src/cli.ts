@@ -29,6 +29,7 @@ import {
 import { UsageError } from "./errors.ts";
 import { isQueueUrl } from "./aws.ts";
 import { DEFAULT_MOVE_VISIBILITY } from "./redrive.ts";
+import { HMAC_SECRET_ENV } from "./runners/post.ts";
 import {
   isRunnerKind,
   onlyOneOf,
@@ -554,6 +555,17 @@ Lambda handlers (--lambda):
                                   the program's file name)
       --batch-window SEC          Wait up to SEC for a full --batch-size batch (default: 0,
                                   a batch is what one receive brings), at most 300
+
+Web apps (--post URL, as Elastic Beanstalk's worker daemon sqsd):
+      --content-type TYPE         Content-Type of the requests (default: application/json)
+      --post-health PATH          Receive only while GET PATH of the app's origin answers
+                                  2xx: before the first receive and after a failed connect
+                                  (default: while the app's port accepts connections)
+      --post-hmac HEADER          Sign each body: its HMAC-SHA256, in hex, in HEADER; the
+                                  secret is ${HMAC_SECRET_ENV}, or:
+      --post-hmac-secret-file FILE
+                                  The file that holds the HMAC secret (one final newline
+                                  is not part of it)
 
 Metrics and health:
       --statsd HOST:PORT|off      Send DogStatsD metrics over UDP (default: DD_AGENT_HOST:

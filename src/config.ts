@@ -106,6 +106,15 @@ export interface Options extends RunnerTargets {
   args: string[];
   env: Record<string, string>;
   shell: boolean;
+  // web apps (`--post`)
+  /** `--content-type` of `--post` requests; unset: application/json. */
+  contentType?: string;
+  /** `--post-health PATH`: what tells that the app can take work. */
+  postHealth?: string;
+  /** `--post-hmac HEADER`: the header with the HMAC-SHA256 of the body. */
+  postHmac?: string;
+  /** `--post-hmac-secret-file FILE`: the HMAC secret (else SQSRUN_POST_HMAC_SECRET). */
+  postHmacSecretFile?: string;
   // timing, in seconds
   /** `-t`, or the queue's own VisibilityTimeout once the worker read it, or 30. */
   timeout: number;
@@ -203,6 +212,10 @@ export interface Settings extends RunnerTargets {
   args?: string[];
   env?: Record<string, string>;
   shell?: boolean;
+  contentType?: string;
+  postHealth?: string;
+  postHmac?: string;
+  postHmacSecretFile?: string;
   timeout?: number;
   extendTimeout?: number;
   killTimeout?: number;
@@ -328,6 +341,10 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: "shell", field: "shell", kind: "boolean" },
   { key: "args", field: "args", kind: "list" },
   { key: "env", field: "env", kind: "env" },
+  { key: "content-type", field: "contentType", kind: "text" },
+  { key: "post-health", field: "postHealth", kind: "text" },
+  { key: "post-hmac", field: "postHmac", kind: "text" },
+  { key: "post-hmac-secret-file", field: "postHmacSecretFile", kind: "text" },
   { key: "attr", field: "attrs", kind: "pairs" },
   { key: "daemon", short: "d", field: "daemon", kind: "text" },
   { key: "log", short: "o", field: "log", kind: "text" },
@@ -755,6 +772,30 @@ export interface Invocation {
   maxMessages?: number;
 }
 
+/**
+ * Refuses the settings of one runner kind (`--content-type` of `--post`) with the
+ * job of another, or with none: they would be silently ignored.
+ */
+function checkOwnSettings(s: Settings): void {
+  const job = RUNNER_KIND_NAMES.find((name) => s[name] !== undefined);
+  for (const kind of RUNNER_KINDS) {
+    if (kind.name === job) continue;
+    for (const key of ("ownSettings" in kind ? kind.ownSettings : []) as readonly string[]) {
+      const spec = SPEC_BY_KEY.get(key);
+      if (spec && s[spec.field] !== undefined) {
+        throw new UsageError(`${flagLabel(key)} only applies with --${kind.name}`);
+      }
+    }
+  }
+}
+
+/** The fields of `values` that are set: options that one runner kind reads appear only when given. */
+function definedOnly<T extends Record<string, unknown>>(values: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(values).filter(([, value]) => value !== undefined),
+  ) as Partial<T>;
+}
+
 /** Commands that run the worker, or write its configuration: the job timings matter to them. */
 const JOB_COMMANDS: ReadonlySet<Command> = new Set([...RUNNER_KIND_NAMES, "configure"]);
 
@@ -876,9 +917,10 @@ export function resolveOptions(invocation: Invocation): Options {
   }
   if (isRunnerKind(command)) {
     const target = s[command];
-    if (target !== undefined) runnerKind(command).checkTarget?.(target);
+    if (target !== undefined) runnerKind(command).checkTarget?.(target, s);
     if (!s.queue) throw new UsageError(`--${command} needs -q/--queue`);
   }
+  if (JOB_COMMANDS.has(command)) checkOwnSettings(s);
 
   if (JOB_COMMANDS.has(command) && command !== "lambda" && command !== "configure") {
     if (s.handler !== undefined) throw new UsageError(`--handler only applies to --lambda`);
@@ -928,6 +970,12 @@ export function resolveOptions(invocation: Invocation): Options {
     args: s.args ?? [],
     env: { ...s.env },
     shell: s.shell ?? false,
+    ...definedOnly({
+      contentType: s.contentType,
+      postHealth: s.postHealth,
+      postHmac: s.postHmac,
+      postHmacSecretFile: s.postHmacSecretFile,
+    }),
     timeout,
     extendTimeout,
     killTimeout,

@@ -58,6 +58,7 @@ Deno.test("defaults and derived values", async () => {
     exec: "./w",
     run: undefined,
     lambda: undefined,
+    post: undefined,
     args: [],
     env: {},
     shell: false,
@@ -464,6 +465,58 @@ Deno.test("--configure writes only what was given, so derived values stay derive
     equal(replaced.code, 0, replaced.stderr);
     equal((await Deno.stat(path)).mode! & 0o777, 0o600);
     ok((await Deno.readTextFile(path)).includes("queue: new\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--configure then -f gives identical Options for a --post job and its own keys", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sqsrun_config_test_" });
+  try {
+    const path = join(dir, "post.yaml");
+    const flags = [
+      "-q",
+      "jobs",
+      "--post",
+      "http://127.0.0.1:8080/work",
+      "--content-type",
+      "application/xml",
+      "--post-health",
+      "/health",
+      "--post-hmac",
+      "X-Signature",
+      "--post-hmac-secret-file",
+      "/run/secrets/hmac",
+      "-c",
+      "10",
+    ];
+    const written = await runCli([...flags, "--configure", path], { timeoutMs: 20_000 });
+    equal(written.code, 0, written.stderr);
+    const text = await Deno.readTextFile(path);
+    for (
+      const key of [
+        "post: http://127.0.0.1:8080/work",
+        "content-type: application/xml",
+        "post-health: /health",
+        "post-hmac: X-Signature",
+        "post-hmac-secret-file: /run/secrets/hmac",
+      ]
+    ) {
+      ok(text.includes(`${key}\n`), `${key} in\n${text}`);
+    }
+    const fromFile = await parseCli(["-f", path]);
+    ok(fromFile.kind === "options");
+    equal(fromFile.options.command, "post");
+    deepStrictEqual(withoutFiles(fromFile.options), withoutFiles(await optionsOf(flags)));
+    // A file's keys are checked as the flags are.
+    await rejects(
+      optionsOf(["-f", "bad.yaml"], { "bad.yaml": "queue: q\npost: ftp://h/\n" }),
+      new UsageError("--post must be an http:// or https:// URL, got 'ftp://h/'"),
+    );
+    await rejects(
+      optionsOf(["-f", "bad.yaml"], { "bad.yaml": "queue: q\nexec: /bin/true\npost-health: /h\n" }),
+      new UsageError("--post-health only applies with --post"),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

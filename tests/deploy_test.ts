@@ -1139,6 +1139,137 @@ Deno.test("the Kubernetes manifests parse and fit together: grace > drain, probe
   }
 });
 
+/**
+ * Checks the `--post` sidecar pod (deploy/kubernetes/post-sidecar/): the app is a
+ * native sidecar that starts first and stops last, sqsrun would accept its
+ * configuration as a `--post` worker aimed at the app's port on the pod's loopback,
+ * waits for the same health path the app's startup probe checks, and drains within
+ * the grace period.
+ */
+export async function postSidecarProblems(
+  files: Record<string, string>,
+  image: { uid: string; cmd: string[] },
+): Promise<string[]> {
+  const { manifests, problems } = parseManifests(files);
+  const of = (kind: string) => manifests.filter((m) => m.kind === kind);
+  for (const kind of ["Deployment", "ConfigMap", "Kustomization"]) {
+    if (of(kind).length !== 1) problems.push(`expected one ${kind}, found ${of(kind).length}`);
+  }
+  if (problems.length > 0) return problems;
+  const kustomization = of("Kustomization")[0];
+  const listed = list(at(kustomization.doc, "resources")).map(String).sort();
+  const others = Object.keys(files).filter((file) => file !== kustomization.file).sort();
+  if (listed.join() !== others.join()) {
+    problems.push(`kustomization lists ${listed}, not ${others}`);
+  }
+  const pod = at(of("Deployment")[0].doc, "spec", "template", "spec");
+  const apps = list(at(pod, "initContainers"));
+  const containers = list(at(pod, "containers"));
+  if (apps.length !== 1 || containers.length !== 1) {
+    return [
+      ...problems,
+      "expected the app as the one init container and sqsrun as the one container",
+    ];
+  }
+  const [app] = apps;
+  const [sqsrun] = containers;
+  if (at(app, "restartPolicy") !== "Always") {
+    problems.push(
+      "the app must be a native sidecar (restartPolicy: Always): it stops after sqsrun",
+    );
+  }
+  if (at(sqsrun, "command") !== undefined) {
+    problems.push("the sqsrun container sets command: tini would no longer be PID 1");
+  }
+  if (String(at(pod, "securityContext", "runAsUser")) !== image.uid) {
+    problems.push("runAsUser is not the image's user");
+  }
+  const env: Record<string, string> = {};
+  for (const item of list(at(sqsrun, "env"))) {
+    const name = at(item, "name");
+    const value = at(item, "value");
+    if (typeof name === "string" && typeof value === "string") env[name] = value;
+  }
+  const args = expandArgs(list(at(sqsrun, "args")).map(String), env);
+  const configPath = args[args.indexOf("-f") + 1] ?? "";
+  const configText = at(of("ConfigMap")[0].doc, "data", basename(configPath));
+  if (typeof configText !== "string") return [...problems, `the ConfigMap has no ${configPath}`];
+  let options: Options;
+  try {
+    options = await workerOptions(args, { [configPath]: configText });
+  } catch (error) {
+    return [...problems, `sqsrun would refuse this: ${(error as Error).message}`];
+  }
+  if (options.command !== "post" || !options.post) return [...problems, "not a --post worker"];
+  const target = new URL(options.post);
+  const appPort = list(at(app, "ports")).map((port) => Number(at(port, "containerPort")));
+  if (!["127.0.0.1", "localhost"].includes(target.hostname)) {
+    problems.push(`--post ${options.post} is not the pod's loopback`);
+  }
+  if (!appPort.includes(Number(target.port || 80))) {
+    problems.push(`--post ${options.post} is not a port of the app (${appPort})`);
+  }
+  const probe = at(app, "startupProbe", "httpGet", "path");
+  if (options.postHealth === undefined || options.postHealth !== probe) {
+    problems.push(`post-health ${options.postHealth} is not the app's startup probe path ${probe}`);
+  }
+  const grace = Number(at(pod, "terminationGracePeriodSeconds"));
+  if (!(grace >= drainSeconds(options) + SETTLE_MARGIN)) {
+    problems.push(`terminationGracePeriodSeconds ${grace} is not longer than the drain`);
+  }
+  return problems;
+}
+
+function postSidecarFiles(): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const entry of Deno.readDirSync(join(ROOT, "deploy/kubernetes/post-sidecar"))) {
+    if (entry.isFile && /\.ya?ml$/.test(entry.name)) {
+      files[entry.name] = read(`deploy/kubernetes/post-sidecar/${entry.name}`);
+    }
+  }
+  return files;
+}
+
+Deno.test("the --post sidecar pod: the app first and last, sqsrun on its loopback, health, grace > drain", async () => {
+  const files = postSidecarFiles();
+  deepStrictEqual(await postSidecarProblems(files, imageFacts()), []);
+  const swap = (file: string, from: string | RegExp, to: string) => ({
+    ...files,
+    [file]: files[file].replace(from, to),
+  });
+  for (
+    const broken of [
+      swap("deployment.yaml", / {10}restartPolicy: Always/, "          restartPolicy: OnFailure"),
+      swap(
+        "deployment.yaml",
+        /terminationGracePeriodSeconds: \d+/,
+        "terminationGracePeriodSeconds: 60",
+      ),
+      swap("configmap.yaml", "post: http://127.0.0.1:8080/", "post: http://127.0.0.1:8081/"),
+      swap("configmap.yaml", "post-health: /health", "post-health: /ready"),
+      swap("configmap.yaml", "post: http://127.0.0.1:8080/", "exec: /bin/true"),
+    ]
+  ) {
+    ok(
+      (await postSidecarProblems(broken, imageFacts())).length > 0,
+      JSON.stringify(broken, null, 1),
+    );
+  }
+});
+
+Deno.test("the Docker Compose --post example: sqsrun accepts it, aims at the app, drains in time", async () => {
+  const compose = parseYaml(read("deploy/compose/docker-compose.yaml")) as Json;
+  const sqsrun = at(compose, "services", "sqsrun");
+  const options = await workerOptions(list(at(sqsrun, "command")).map(String));
+  deepStrictEqual(options.command, "post");
+  const target = new URL(options.post!);
+  ok(isRecord(at(compose, "services", target.hostname)), `--post names service ${target.hostname}`);
+  deepStrictEqual(options.postHealth, "/health");
+  deepStrictEqual(at(sqsrun, "depends_on", target.hostname, "condition"), "service_healthy");
+  const grace = Number(/^(\d+)s$/.exec(String(at(sqsrun, "stop_grace_period")))?.[1]);
+  ok(grace >= drainSeconds(options) + SETTLE_MARGIN, `stop_grace_period ${grace} s`);
+});
+
 Deno.test("the Kubernetes checks catch a short grace period, a command, numbers for KEDA, root", async () => {
   const files = kubernetesFiles();
   const image = imageFacts();

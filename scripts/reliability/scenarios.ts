@@ -11,6 +11,7 @@ import { hostileScenario } from "./hostile.ts";
 import { loadScenario } from "./load.ts";
 import { outageScenario } from "./outage.ts";
 import { poisonScenario } from "./poison.ts";
+import { postScenario } from "./post.ts";
 import { runawayScenario } from "./runaway.ts";
 import type { Scenario } from "./scenario.ts";
 import { slowScenario } from "./slow.ts";
@@ -31,4 +32,5 @@ export const SCENARIOS: readonly Scenario[] = [
   stalledStdoutScenario,
   deleteBurstScenario,
   batchKillScenario,
+  postScenario,
 ];

@@ -1,5 +1,5 @@
 /**
- * The runner kinds: one entry per way of running jobs (`--exec`, `--run`). The
+ * The runner kinds: one entry per way of running jobs (`--exec`, `--run`, `--post`). The
  * command line, the configuration files, `--configure`, the help text and the
  * worker's start-up all read this table, so a new kind is one entry here plus its
  * module in `src/runners/`.
@@ -11,11 +11,18 @@ import { UsageError } from "../errors.ts";
 import { assertExecutable, execRunner } from "./exec.ts";
 import { lambdaRunner } from "./lambda/runner.ts";
 import { moduleRunner } from "./module/runner.ts";
+import {
+  checkPostOptions,
+  POST_SETTING_KEYS,
+  postRunner,
+  type PostSettings,
+  postSpec,
+} from "./post.ts";
 import { detectIsolation } from "./process/isolation.ts";
 import type { JobRunner } from "./runner.ts";
 
 /** What a runner kind may read of the options besides its target. */
-export interface JobOptions {
+export interface JobOptions extends PostSettings {
   /** ARGV given after `--`. */
   args: string[];
   /** `--env` pairs. */
@@ -54,10 +61,16 @@ export interface RunnerKind {
   /** What runs a job, as the help's opening sentence names it: `a command`. */
   readonly runs: string;
   /**
-   * Checks the target as soon as the options are resolved, before anything is
-   * started (a Ruby script given to `--run`); throws a UsageError.
+   * Checks the target, and the options that are this kind's own, as soon as the
+   * options are resolved, before anything is started (a Ruby script given to
+   * `--run`, a URL given to `--post`); throws a UsageError.
    */
-  checkTarget?(target: string): void;
+  checkTarget?(target: string, options: Partial<JobOptions>): void;
+  /**
+   * The settings (long flag names) only this kind reads: given with another kind's
+   * job, they are a usage error.
+   */
+  readonly ownSettings?: readonly string[];
   /**
    * Builds the runner and checks at start-up that it can work (the program
    * exists, the module loads): a UsageError otherwise. Called before the queue is
@@ -137,9 +150,19 @@ export const RUNNER_KINDS = [
       });
     },
   },
+  {
+    name: "post",
+    target: "URL",
+    help: "POST each message to the web app at URL (as Beanstalk's sqsd)",
+    runs: "a request to a web app",
+    checkTarget: (url, options) => checkPostOptions(url, options),
+    ownSettings: POST_SETTING_KEYS,
+    // The secret is read here, at start-up: one that cannot be read is a usage error.
+    build: async (url, options) => postRunner(await postSpec(url, options)),
+  },
 ] as const satisfies readonly RunnerKind[];
 
-/** The name of a runner kind: `exec`, `run` or `lambda`. */
+/** The name of a runner kind: `exec`, `run`, `lambda` or `post`. */
 export type RunnerKindName = (typeof RUNNER_KINDS)[number]["name"];
 
 /** The runner kinds' names, in table order. */

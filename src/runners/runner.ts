@@ -48,6 +48,12 @@ export interface MessageResult {
   succeeded: boolean;
   /** Why it failed, when the runner can say (logged as `error`). */
   error?: string;
+  /**
+   * A failed message's next delivery, in seconds from now, when the job said when
+   * to try again (an HTTP answer's `Retry-After`): it replaces the `--backoff`
+   * delay. Settling caps it at what SQS allows (12 hours after the receive).
+   */
+  retryAfterSeconds?: number;
 }
 
 /** How a job ended, in its runner's words. */
@@ -68,18 +74,33 @@ export interface RunningJob {
   stop(mode: StopMode): void;
 }
 
+/** What a runner that cannot take a job now waits for. */
+export interface RunnerWait {
+  /** What it waits for, in a few words: health says it (`starting: waiting for the app`). */
+  reason: string;
+  /** Resolves once the runner can take jobs again, or its signal aborted; never rejects. */
+  done: Promise<void>;
+}
+
 /** Runs jobs. */
 export interface JobRunner {
   /** Most messages one job carries. */
   readonly maxItems: number;
   /** Starts a job; one that cannot start ends as a failed report, never a throw. */
   run(job: Job): RunningJob;
+  /**
+   * Whether a job could run now: undefined when it could, else what the runner
+   * waits for (the web app to answer its health check, a runtime to come up). The
+   * receive loop asks before each receive call and sends none until the wait is
+   * over, so no message is taken, and no receive counted, while nothing could run
+   * it. `signal` aborts when the worker stops; `log` is the queue's logger. A
+   * runner without this method is always ready.
+   */
+  ready?(signal: AbortSignal, log: Logger): RunnerWait | undefined;
   /** Releases what the runner holds (module workers); running jobs are already over. */
   close(): Promise<void>;
   /** What the start-up log says about how jobs run (e.g. how they get a process group). */
   readonly details?: Record<string, string>;
-  /** Resolves when the runner can take a job; the receive loop waits for it before each receive. */
-  ready?(): Promise<void> | undefined;
   /**
    * On a FIFO queue, a job may carry several messages of one group, in order
    * (a Lambda batch): the runner runs them in order and fails every message of

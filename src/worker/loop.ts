@@ -10,7 +10,7 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import { type Options, runnerTargets } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { WorkerMetrics } from "../metrics/metrics.ts";
-import type { JobRunner } from "../runners/runner.ts";
+import type { JobRunner, RunnerWait } from "../runners/runner.ts";
 import type { JobSource } from "../sources/source.ts";
 import type { SupervisedJob } from "./job.ts";
 import type { JobMessage } from "./message.ts";
@@ -219,10 +219,11 @@ export class WorkerLoop {
       }
       const count = Math.min(scheduler.freeSlots - reserved, batchSize);
       if (count <= 0) continue;
-      const notReady = this.#parts.runner.ready?.();
-      if (notReady) {
-        // No message is taken while the runner could not run it (its runtimes are starting).
-        await Promise.race([notReady, aborted(signal)]);
+      const wait = this.#parts.runner.ready?.(signal, this.#log);
+      if (wait) {
+        // Nothing could run what this call would bring (the app is down): receive
+        // nothing, so no message waits in hand and no receive is counted meanwhile.
+        await this.#waitForRunner(wait, signal);
         continue;
       }
       reserved += count;
@@ -234,6 +235,22 @@ export class WorkerLoop {
       call.finally(() => calls.delete(call));
     }
     await Promise.all(calls);
+  }
+
+  /** Waits until the runner can take jobs, or the drain began; health says why meanwhile. */
+  async #waitForRunner(wait: RunnerWait, signal: AbortSignal): Promise<void> {
+    const { metrics } = this.#parts;
+    metrics.starting(wait.reason);
+    let stopWaiting!: () => void;
+    const stopped = new Promise<void>((resolve) => stopWaiting = resolve);
+    signal.addEventListener("abort", stopWaiting, { once: true });
+    if (signal.aborted) stopWaiting();
+    try {
+      await Promise.race([wait.done, stopped]);
+    } finally {
+      signal.removeEventListener("abort", stopWaiting);
+    }
+    metrics.started();
   }
 
   #admit(messages: JobMessage[]): void {
@@ -282,14 +299,6 @@ export class WorkerLoop {
     await this.#pipeline.settled();
     await this.#batcher.flush();
   }
-}
-
-/** Resolves once `signal` aborted. */
-function aborted(signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) =>
-    signal.addEventListener("abort", () => resolve(), { once: true })
-  );
 }
 
 /** The queue's redrive policy is missing and --max-receives parks messages instead. */

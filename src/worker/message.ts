@@ -18,6 +18,16 @@ export interface JobMessage {
   groupId?: string;
   /** String and Number message attributes (Binary ones are base64). */
   attributes: Record<string, string>;
+  /** The names among `attributes` whose values are Binary (base64); absent when none is. */
+  binaryAttributes?: string[];
+  /** `ApproximateFirstReceiveTimestamp`: ms since the epoch, when SQS first delivered it. */
+  firstReceivedAt?: number;
+  /** `SenderId`: the account or principal that sent it. */
+  senderId?: string;
+  /** `MessageDeduplicationId` (FIFO queues). */
+  deduplicationId?: string;
+  /** `SequenceNumber` (FIFO queues). */
+  sequenceNumber?: string;
   /**
    * `performance.now()` when the ReceiveMessage call that brought it was sent. SQS
    * started the visibility clock no earlier, so deadlines count from here, not
@@ -40,11 +50,24 @@ export function toJobMessage(
   if (!message.MessageId || !message.ReceiptHandle || message.Body === undefined) return undefined;
   const system = message.Attributes ?? {};
   const attributes: Record<string, string> = {};
+  const binary: string[] = [];
   for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
     if (value.StringValue !== undefined) attributes[name] = value.StringValue;
-    else if (value.BinaryValue !== undefined) attributes[name] = toBase64(value.BinaryValue);
+    else if (value.BinaryValue !== undefined) {
+      attributes[name] = toBase64(value.BinaryValue);
+      binary.push(name);
+    }
   }
   const sent = Number(system.SentTimestamp);
+  const firstReceived = Number(system.ApproximateFirstReceiveTimestamp);
+  // The facts only some runners describe (`--post` headers) are set only when SQS
+  // gave them, so a message without them looks as it always did.
+  const facts: Partial<JobMessage> = {};
+  if (binary.length > 0) facts.binaryAttributes = binary;
+  if (Number.isFinite(firstReceived) && firstReceived > 0) facts.firstReceivedAt = firstReceived;
+  if (system.SenderId) facts.senderId = system.SenderId;
+  if (system.MessageDeduplicationId) facts.deduplicationId = system.MessageDeduplicationId;
+  if (system.SequenceNumber) facts.sequenceNumber = system.SequenceNumber;
   return {
     id: message.MessageId,
     receiptHandle: message.ReceiptHandle,
@@ -56,6 +79,7 @@ export function toJobMessage(
     attributes,
     receiveSentAt,
     raw: message,
+    ...facts,
   };
 }
 

@@ -97,6 +97,8 @@ export class Pipeline {
    */
   async process(messages: JobMessage[]): Promise<boolean[]> {
     const verdicts = new Map<JobMessage, Verdict>();
+    // When a failed job said when to try again (Retry-After), instead of the back-off.
+    const retryAfter = new Map<JobMessage, number>();
     try {
       const going: Going[] = [];
       for (const message of messages) {
@@ -105,7 +107,7 @@ export class Pipeline {
         if (Array.isArray(prepared)) going.push({ message, log, steps: prepared, next: 0 });
         else verdicts.set(message, prepared);
       }
-      await this.#run(going, verdicts);
+      await this.#run(going, verdicts, retryAfter);
     } catch (error) {
       // A bug here must cost one attempt of the messages, never the worker.
       for (const message of messages.filter((message) => !verdicts.has(message))) {
@@ -116,7 +118,11 @@ export class Pipeline {
         verdicts.set(message, "release");
       }
     }
-    await Promise.all(messages.map((message) => this.#settle(message, verdicts.get(message)!)));
+    await Promise.all(
+      messages.map((message) =>
+        this.#settle(message, verdicts.get(message)!, retryAfter.get(message))
+      ),
+    );
     return messages.map((message) => verdicts.get(message) === "delete");
   }
 
@@ -153,7 +159,11 @@ export class Pipeline {
    * Runs the messages' steps in rounds, the next step of each message still going
    * making one job, until every message has its verdict.
    */
-  async #run(going: Going[], verdicts: Map<JobMessage, Verdict>): Promise<void> {
+  async #run(
+    going: Going[],
+    verdicts: Map<JobMessage, Verdict>,
+    retryAfter: Map<JobMessage, number>,
+  ): Promise<void> {
     while (going.length > 0) {
       const round: Opened[] = [];
       for (const entry of going) {
@@ -170,6 +180,9 @@ export class Pipeline {
           // A job the shutdown ended is not the message's failure: no back-off delay.
           const stopped = end.killed && this.#options.shutdown.stopping;
           verdicts.set(entry.message, stopped ? "give back" : "release");
+          // A job stopped by the supervisor gave no answer of its own to honour.
+          const after = end.killed ? undefined : end.report.results[index]?.retryAfterSeconds;
+          if (after !== undefined) retryAfter.set(entry.message, after);
           continue;
         }
         if (step.succeeded) {
@@ -258,21 +271,29 @@ export class Pipeline {
    * at once and is settled in the background (the drain waits for it); a FIFO
    * message holds its group until it is settled, so order survives a failed delete.
    */
-  async #settle(message: JobMessage, verdict: Verdict): Promise<void> {
+  async #settle(
+    message: JobMessage,
+    verdict: Verdict,
+    retryAfterSeconds: number | undefined,
+  ): Promise<void> {
     if (verdict === "leave") return this.#options.keeper.untrack(message);
-    const settling = this.#apply(message, verdict).then(() => {});
+    const settling = this.#apply(message, verdict, retryAfterSeconds).then(() => {});
     if (this.#options.fifo) return await settling;
     this.#settling.add(settling);
     settling.finally(() => this.#settling.delete(settling));
   }
 
-  #apply(message: JobMessage, verdict: Exclude<Verdict, "leave">): Promise<unknown> {
+  #apply(
+    message: JobMessage,
+    verdict: Exclude<Verdict, "leave">,
+    retryAfterSeconds: number | undefined,
+  ): Promise<unknown> {
     const { settler, parkAfter } = this.#options;
     switch (verdict) {
       case "delete":
         return settler.succeeded(message);
       case "release":
-        return settler.failed(message);
+        return settler.failed(message, retryAfterSeconds);
       case "give back":
         return settler.giveBack(message);
       case "park":

@@ -87,9 +87,18 @@ export class Settler {
     return result === "done";
   }
 
-  /** The job failed: make the message visible again, now or after the back-off delay. */
-  async failed(message: JobMessage): Promise<void> {
-    const delay = releaseVisibility(message.receiveCount, this.#options.backoff);
+  /**
+   * The job failed: make the message visible again, now or after the back-off
+   * delay; or after `retryAfterSeconds` when the job said when to try again, as
+   * long as SQS allows (12 hours from the receive, less a margin).
+   */
+  async failed(message: JobMessage, retryAfterSeconds?: number): Promise<void> {
+    const delay = retryAfterSeconds === undefined
+      ? releaseVisibility(message.receiveCount, this.#options.backoff)
+      : extensionSeconds(
+        retryAfterSeconds,
+        (this.#clock.now() - message.receiveSentAt) / 1000,
+      );
     await this.#release(message, delay, "released");
   }
 

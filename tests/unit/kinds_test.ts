@@ -23,8 +23,16 @@ async function optionsOf(argv: string[]) {
   return result;
 }
 
+/** A target each kind accepts when the options are checked. */
+const SAMPLE_TARGETS: Record<string, string> = {
+  exec: "./job",
+  run: "./job",
+  lambda: "./bootstrap",
+  post: "http://127.0.0.1:8080/jobs",
+};
+
 Deno.test("kinds: every runner kind is a command, a setting and a help line", async () => {
-  deepStrictEqual(RUNNER_KIND_NAMES, ["exec", "run", "lambda"]);
+  deepStrictEqual(RUNNER_KIND_NAMES, ["exec", "run", "lambda", "post"]);
   const help = helpText();
   const prose = help.replace(/\s+/g, " ");
   for (const kind of RUNNER_KINDS) {
@@ -33,11 +41,14 @@ Deno.test("kinds: every runner kind is a command, a setting and a help line", as
     deepStrictEqual(settingSpec(kind.name)?.field, kind.name, `${kind.name} is a setting`);
     ok(help.includes(`--${kind.name} ${kind.target}`), `${kind.name} has a help line`);
     ok(prose.includes(`${kind.runs} (--${kind.name})`), `${kind.name} is in the help's summary`);
-    const { options, settings } = await optionsOf([`--${kind.name}`, "./job", "-q", "q"]);
+    const target = SAMPLE_TARGETS[kind.name];
+    const { options, settings } = await optionsOf([`--${kind.name}`, target, "-q", "q"]);
     strictEqual(options.command, kind.name);
-    strictEqual(options[kind.name], "./job");
-    ok(renderConfig(settings).includes(`${kind.name}: ./job`), "--configure writes it");
-    deepStrictEqual(parseConfigText(`${kind.name}: ./job\n`, "f.yaml"), { [kind.name]: "./job" });
+    strictEqual(options[kind.name], target);
+    ok(renderConfig(settings).includes(`${kind.name}: ${target}`), "--configure writes it");
+    deepStrictEqual(parseConfigText(`${kind.name}: ${target}\n`, "f.yaml"), {
+      [kind.name]: target,
+    });
   }
   ok(!isRunnerKind("list"));
 });
@@ -47,6 +58,7 @@ Deno.test("kinds: the targets of the start line name every kind, unset ones unde
     exec: undefined,
     run: "./m.ts",
     lambda: undefined,
+    post: undefined,
   });
 });
 

@@ -292,3 +292,46 @@ Deno.test("Pipeline: a FIFO message holds its slot until settled; a standard one
   deepStrictEqual(await processed, [true]);
   await behind;
 });
+
+Deno.test("Pipeline: a failed job's Retry-After goes to the release, unless the supervisor stopped it", async () => {
+  const releases: [string, number | undefined][] = [];
+  const answered = (retryAfterSeconds: number) => ({
+    maxItems: 1,
+    run: (): RunningJob => ({
+      fields: {},
+      done: Promise.resolve({ results: [{ succeeded: false, retryAfterSeconds }], fields: {} }),
+      stop: () => {},
+    }),
+    close: () => Promise.resolve(),
+  });
+  const settler = {
+    succeeded: () => Promise.resolve(true),
+    failed: (message: JobMessage, seconds?: number) => {
+      releases.push([message.id, seconds]);
+      return Promise.resolve();
+    },
+    giveBack: () => Promise.resolve(),
+    park: () => Promise.resolve(),
+  };
+  const { pipeline } = pipelineOn({ runner: answered(7), settler });
+  deepStrictEqual(await processAll(pipeline, [jobMessage("busy")]), [false]);
+  deepStrictEqual(releases, [["busy", 7]]);
+
+  // Killed at its kill timeout, a job's own word no longer counts: the back-off does.
+  const hung = deferred<JobReport>();
+  const stopped = pipelineOn({
+    runner: {
+      maxItems: 1,
+      run: () => ({ fields: {}, done: hung.promise, stop: () => {} }),
+      close: () => Promise.resolve(),
+    },
+    settler,
+  });
+  const processed = stopped.pipeline.process([jobMessage("late")]);
+  await settle();
+  for (const job of stopped.running) job.terminate("kill timeout");
+  hung.resolve({ results: [{ succeeded: false, retryAfterSeconds: 30 }], fields: {} });
+  await processed;
+  await stopped.pipeline.settled();
+  deepStrictEqual(releases, [["busy", 7], ["late", undefined]]);
+});

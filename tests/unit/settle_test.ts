@@ -319,3 +319,17 @@ Deno.test("Settler: park of a message received long ago hides it only for the ro
   deepStrictEqual(changes, [{ receiptHandle: "rh-old", seconds: 195 }]);
   deepStrictEqual(deletes, []);
 });
+
+Deno.test("Settler: a job's Retry-After replaces the back-off, within SQS's 12 hours", async () => {
+  const { clock, settler, changes, deletes, log } = settlerOn({ backoff: { base: 5, max: 900 } });
+  await settler.failed(jobMessage("busy", { receiveCount: 3 }), 7);
+  deepStrictEqual(changes, [{ receiptHandle: "rh-busy", seconds: 7 }]);
+  strictEqual(log.at("info")[0].fields.visible_in_s, 7);
+  await settler.failed(jobMessage("now"), 0);
+  deepStrictEqual(changes.at(-1), { receiptHandle: "rh-now", seconds: 0 });
+  // Received 2 hours ago: at most 10 hours (less the margin) are left.
+  await clock.advance(7_200_000);
+  await settler.failed(jobMessage("long"), 43_200);
+  deepStrictEqual(changes.at(-1), { receiptHandle: "rh-long", seconds: 35_995 });
+  deepStrictEqual(deletes, []);
+});

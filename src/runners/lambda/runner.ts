@@ -23,7 +23,15 @@ import type { LogFields } from "../../log.ts";
 import { backoffDelay } from "../../worker/backoff.ts";
 import { detectIsolation, findExecutable, type Isolation } from "../process/isolation.ts";
 import { type JobGroups, NO_WATCHDOG, startWatchdog } from "../process/watchdog.ts";
-import type { Job, JobReport, JobRunner, MessageResult, RunningJob, StopMode } from "../runner.ts";
+import type {
+  Job,
+  JobReport,
+  JobRunner,
+  MessageResult,
+  RunnerWait,
+  RunningJob,
+  StopMode,
+} from "../runner.ts";
 import { SlotPool } from "../slot_pool.ts";
 import { DeferredLogger } from "./deferred_log.ts";
 import {
@@ -206,9 +214,12 @@ class LambdaRunner implements JobRunner {
     this.#started = true;
   }
 
-  ready(): Promise<void> | undefined {
+  ready(): RunnerWait | undefined {
     if (this.#closing || this.#pool.count("idle") + this.#pool.count("busy") > 0) return undefined;
-    return new Promise((resolve) => this.#waiters.push(resolve));
+    return {
+      reason: "waiting for a Lambda runtime",
+      done: new Promise((resolve) => this.#waiters.push(resolve)),
+    };
   }
 
   run(job: Job): RunningJob {
