@@ -24,11 +24,13 @@ import {
   createSqsClient,
   errorCode,
   isQueueMissing,
-  isQueueUrl,
+  queueName,
   resolveQueueUrl,
   toRuntimeError,
 } from "./aws.ts";
 import { MAX_BODY_BYTES, type Options } from "./config.ts";
+
+export { queueName };
 import { RuntimeError, UsageError } from "./errors.ts";
 import {
   checkQueueEndpoint,
@@ -100,13 +102,6 @@ export async function runAdmin(
   } finally {
     if (!hooks.client) client.destroy();
   }
-}
-
-/** The queue name at the end of a queue URL, or the name itself. */
-export function queueName(queue: string): string {
-  if (!isQueueUrl(queue)) return queue;
-  const path = new URL(queue).pathname.replace(/\/+$/, "");
-  return decodeURIComponent(path.slice(path.lastIndexOf("/") + 1));
 }
 
 function subject(queue: string): string {

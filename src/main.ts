@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { runAdmin } from "./admin.ts";
 import { helpText, parseCli } from "./cli.ts";
 import { type Options, saveConfigFile, type Settings } from "./config.ts";
 import {
@@ -188,7 +187,9 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
         return 0;
       default:
         if (isRunnerKind(options.command)) return await runWorkerToTheEnd(options);
-        return await runAdmin(options, {
+        // The admin commands' code is imported only for an admin command: a worker
+        // would keep it in memory for as long as it runs.
+        return await (await import("./admin.ts")).runAdmin(options, {
           print: (line) => io.stdout(`${line}\n`),
           progress: (line) => io.stderr(`sqsrun: ${printable(redact(line, secrets))}\n`),
           readStdin: io.readStdin,

@@ -23,6 +23,7 @@ import {
 } from "../scripts/build.ts";
 import {
   RUNTIME_PERMISSIONS,
+  RUNTIME_V8_FLAGS,
   runtimeFlags,
   runtimePermissions,
   WINDOWS_PERMISSIONS,
@@ -103,14 +104,22 @@ printf 'binary for %s' "$target" > "$out"
   return path;
 }
 
-Deno.test("runtimeFlags() is every permission plus --no-prompt, as a fresh copy", () => {
+/** The one `--v8-flags=` argument that carries every flag of RUNTIME_V8_FLAGS. */
+const V8_FLAGS = `--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`;
+
+Deno.test("runtimeFlags() is every permission, the V8 flags and --no-prompt, as a fresh copy", () => {
   const flags = runtimeFlags("linux");
-  deepStrictEqual(flags, [...RUNTIME_PERMISSIONS, "--no-prompt"]);
+  deepStrictEqual(flags, [...RUNTIME_PERMISSIONS, V8_FLAGS, "--no-prompt"]);
   deepStrictEqual(runtimeFlags("darwin"), flags);
+  ok(
+    RUNTIME_V8_FLAGS.length > 0 &&
+      RUNTIME_V8_FLAGS.every((flag) => /^--[a-z0-9-]+(=[^,\s]+)?$/.test(flag)),
+  );
   flags.push("--allow-all");
   equal(runtimeFlags("linux").includes("--allow-all"), false);
   ok(Object.isFrozen(RUNTIME_PERMISSIONS));
   ok(Object.isFrozen(WINDOWS_PERMISSIONS));
+  ok(Object.isFrozen(RUNTIME_V8_FLAGS));
 });
 
 Deno.test("targetOs() names the OS of every target, whose flags its binary gets", () => {
@@ -119,7 +128,12 @@ Deno.test("targetOs() names the OS of every target, whose flags its binary gets"
 
 Deno.test("runtimeFlags() adds --allow-ffi on Windows only, and defaults to this OS", () => {
   deepStrictEqual(WINDOWS_PERMISSIONS, ["--allow-ffi"]);
-  deepStrictEqual(runtimeFlags("windows"), [...RUNTIME_PERMISSIONS, "--allow-ffi", "--no-prompt"]);
+  deepStrictEqual(runtimeFlags("windows"), [
+    ...RUNTIME_PERMISSIONS,
+    "--allow-ffi",
+    V8_FLAGS,
+    "--no-prompt",
+  ]);
   deepStrictEqual(runtimePermissions("windows"), [...RUNTIME_PERMISSIONS, "--allow-ffi"]);
   equal(RUNTIME_PERMISSIONS.some((flag) => flag.startsWith("--allow-ffi")), false);
   deepStrictEqual(runtimeFlags(), runtimeFlags(Deno.build.os));
@@ -140,6 +154,7 @@ Deno.test("--dry-run prints one exact compile command per target and writes noth
     for (const permission of RUNTIME_PERMISSIONS) {
       ok(words.includes(permission), `${permission} missing from: ${line}`);
     }
+    ok(words.includes(V8_FLAGS), `${V8_FLAGS} missing from: ${line}`);
     ok(words.includes("--no-prompt"), line);
     equal(words.includes("--allow-ffi"), line.includes("-pc-windows-msvc"), line);
   }
@@ -308,6 +323,7 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       "compile",
       ...RUNTIME_PERMISSIONS,
       "--allow-ffi",
+      V8_FLAGS,
       "--no-prompt",
       "--include",
       "src/runners/module/host.ts",

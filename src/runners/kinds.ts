@@ -10,7 +10,6 @@ import type { Options } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { assertExecutable, execRunner } from "./exec.ts";
 import { lambdaRunner } from "./lambda/runner.ts";
-import { moduleRunner } from "./module/runner.ts";
 import {
   checkPostOptions,
   POST_SETTING_KEYS,
@@ -118,8 +117,15 @@ export const RUNNER_KINDS = [
         );
       }
     },
-    // Loaded once here, before anything is received: a module that cannot load is a usage error.
-    build: (path, options) => moduleRunner({ path, args: options.args, env: options.env }),
+    // The user's module is loaded once here, before anything is received: a module that
+    // cannot load is a usage error. This runner's own code is imported only now, so an
+    // --exec worker does not keep it in memory.
+    build: async (path, options) =>
+      (await import("./module/runner.ts")).moduleRunner({
+        path,
+        args: options.args,
+        env: options.env,
+      }),
   },
   {
     name: "lambda",

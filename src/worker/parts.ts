@@ -15,10 +15,10 @@ import {
   describeAwsError,
   isPermanentError,
   isQueueMissing,
+  queueName,
   resolveQueueUrl,
   toRuntimeError,
 } from "../aws.ts";
-import { queueName } from "../admin.ts";
 import { fanOut, noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
 import { resolveStatsdAddress, statsdMetrics, statsdTags } from "../metrics/statsd.ts";
 import { healthWindowMs, startHttpMetrics } from "../metrics/http.ts";
@@ -26,7 +26,6 @@ import { buildRunner } from "../runners/kinds.ts";
 import type { JobRunner } from "../runners/runner.ts";
 import type { JobSource } from "../sources/source.ts";
 import { messageSource } from "../sources/sqs_message.ts";
-import { s3EventSource } from "../sources/s3_event.ts";
 import { backoffDelay } from "./backoff.ts";
 import { sleep } from "./clock.ts";
 import { listenForSignals, STOP_SIGNALS } from "./shutdown.ts";
@@ -126,11 +125,15 @@ export async function checkBeforeDaemon(options: Options): Promise<void> {
   }
 }
 
-/** Chooses where each job's input comes from (the message body, or S3 objects). */
-export function createSource(options: Options, metrics: WorkerMetrics): JobSource {
+/**
+ * Chooses where each job's input comes from (the message body, or S3 objects). The S3
+ * source and its SDK are loaded only for `--s3`: see {@linkcode createS3Client}.
+ */
+export async function createSource(options: Options, metrics: WorkerMetrics): Promise<JobSource> {
   if (!options.s3) return messageSource();
+  const { s3EventSource } = await import("../sources/s3_event.ts");
   return s3EventSource({
-    client: createS3Client(options),
+    client: await createS3Client(options),
     metrics,
     deleteObjects: options.s3Delete,
     gunzip: options.s3Gunzip,

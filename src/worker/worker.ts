@@ -12,7 +12,6 @@
 import type { Options } from "../config.ts";
 import { describeError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { runDaemon } from "../daemon.ts";
 import { WorkerLoop } from "./loop.ts";
 import {
   checkBeforeDaemon,
@@ -27,6 +26,8 @@ export async function runWorker(options: Options): Promise<number> {
   if (options.daemon !== undefined) {
     // Starts the daemon (and returns once it runs), or, inside it, calls runWorker
     // again in the foreground with the log going to a file.
+    // Loaded only with -d: a worker would keep its code in memory for as long as it runs.
+    const { runDaemon } = await import("../daemon.ts");
     return await runDaemon(options, { run: runWorker, check: checkBeforeDaemon });
   }
   if (!options.queue) throw new UsageError(`--${options.command} needs -q/--queue`);
@@ -43,7 +44,7 @@ export async function runWorker(options: Options): Promise<number> {
       options: timed,
       queueUrl: queue.url,
       queue: queue.settings,
-      source: createSource(timed, parts.metrics),
+      source: await createSource(timed, parts.metrics),
     });
     return await keepingStrayRejections(parts.log, () => loop.run());
   } finally {
