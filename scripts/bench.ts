@@ -164,6 +164,14 @@ async function remaining(client: SQSClient, url: string): Promise<number> {
     Number(attributes.ApproximateNumberOfMessagesNotVisible ?? 0);
 }
 
+/**
+ * sqsrun's arguments for a timed drain: `--exec COMMAND` (or another runner flag and
+ * target) at `-c concurrency`, short polls, no log.
+ */
+function drainArgs(url: string, command: string, concurrency: number, runner = "--exec"): string[] {
+  return ["-q", url, runner, command, "-c", String(concurrency), "--wait", "1", "-o", "/dev/null"];
+}
+
 function spawnSqsrun(
   bench: Bench,
   args: string[],
@@ -307,19 +315,7 @@ async function throughput(bench: Bench, runs: number, count: number): Promise<Th
       const sides: { figures: RunFigures[]; spawn: (url: string) => Deno.ChildProcess }[] = [
         {
           figures: ours,
-          spawn: (url) =>
-            spawnSqsrun(bench, [
-              "-q",
-              url,
-              "--exec",
-              job.command[0],
-              "-c",
-              String(concurrency),
-              "--wait",
-              "1",
-              "-o",
-              "/dev/null",
-            ]),
+          spawn: (url) => spawnSqsrun(bench, drainArgs(url, job.command[0], concurrency)),
         },
         {
           figures: theirs,
@@ -459,18 +455,7 @@ async function spawnerComparison(
   for (const concurrency of [1, 10, 50]) {
     const thread: RunFigures[] = [];
     const main: RunFigures[] = [];
-    const args = (url: string) => [
-      "-q",
-      url,
-      "--exec",
-      "/bin/true",
-      "-c",
-      String(concurrency),
-      "--wait",
-      "1",
-      "-o",
-      "/dev/null",
-    ];
+    const args = (url: string) => drainArgs(url, "/bin/true", concurrency);
     for (let run = 0; run < runs; run++) {
       const pair = [
         () =>
@@ -630,19 +615,12 @@ async function modules(bench: Bench, runs: number, count: number): Promise<[numb
     const figures: RunFigures[] = [];
     for (let run = 0; run < runs; run++) {
       figures.push(
-        await timeDrain(bench, count, 100, (url) =>
-          spawnSqsrun(bench, [
-            "-q",
-            url,
-            "--run",
-            module,
-            "-c",
-            String(concurrency),
-            "--wait",
-            "1",
-            "-o",
-            "/dev/null",
-          ])),
+        await timeDrain(
+          bench,
+          count,
+          100,
+          (url) => spawnSqsrun(bench, drainArgs(url, module, concurrency, "--run")),
+        ),
       );
     }
     const rate = median(figures.map((f) => f.messagesPerSecond));
