@@ -25,6 +25,7 @@ import { BODY_BYTES, paddedBody } from "../scripts/reliability/batchkill.ts";
 import { formatFaultTable } from "../scripts/reliability.ts";
 import {
   callsBetween,
+  racedDeliveries,
   type RelayedAnswer,
   startSqsWitness,
   type WitnessCall,
@@ -302,4 +303,17 @@ Deno.test("reliability faults: the witness holds answers, fails calls with SQS 5
     await witness.close();
     await upstream.close();
   }
+});
+
+Deno.test("reliability faults: a second delivery is the queue's race only while nothing released the first", () => {
+  // moto answered two overlapping calls with one message, with counts 2 and 1 (F13)
+  const raced = [{ receiveCount: 2, at: 1_000 }, { receiveCount: 1, at: 1_010 }];
+  deepStrictEqual(racedDeliveries(raced, [], 1_000), [raced[1]]);
+  // a worker released it (a visibility change at 1,005) before the second delivery
+  deepStrictEqual(racedDeliveries(raced, [1_005], 1_000), []);
+  // the first delivery's visibility had had time to lapse
+  deepStrictEqual(
+    racedDeliveries([{ receiveCount: 1, at: 1_000 }, { receiveCount: 2, at: 5_500 }], [], 1_000),
+    [],
+  );
 });

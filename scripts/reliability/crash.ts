@@ -45,6 +45,7 @@ import {
   writeJob,
 } from "./harness.ts";
 import { killProcesses, membersOf } from "./procfs.ts";
+import { racedDeliveries, type SqsWitness } from "./witness.ts";
 import type { Figures, Scenario, ScenarioContext, ScenarioOutcome } from "./scenario.ts";
 import { queueCounts } from "../../tests/support/sqs.ts";
 
@@ -207,7 +208,14 @@ async function churn(
   const runs = allRuns.filter((run) => run.body !== "");
   const succeeded = observedSuccesses(logs, ids);
   const deletedAt = deletedAtOf(context.witness, ids);
-  const report = deliveryReport(bodies, runs, succeeded, deletedAt);
+  const report = deliveryReport(
+    bodies,
+    runs,
+    succeeded,
+    deletedAt,
+    undefined,
+    racedRuns(runs, ids, context.witness),
+  );
   const counts = await queueCounts(client, url);
 
   checks.that(stopped >= kills / 2, `only ${stopped} workers were stopped; the run was too short`);
@@ -392,6 +400,30 @@ function checkDuplicatesExplained(
  * first delivery's visibility timeout (4 s here) had just begun.
  */
 const RACE_WINDOW_MS = 1_000;
+
+/**
+ * Runs of a delivery the queue handed out twice at once (see `racedDeliveries`): of
+ * each message's runs, those whose receive count is a raced delivery's, but never
+ * its first run, which stays sqsrun's to answer for.
+ */
+function racedRuns(runs: Run[], ids: ReadonlyMap<string, string>, witness: SqsWitness): Set<Run> {
+  const idOfBody = new Map([...ids].map(([id, body]) => [body, id]));
+  const raced = new Set<Run>();
+  for (const [body, list] of runsByBody(runs)) {
+    const id = idOfBody.get(body);
+    if (id === undefined || list.length < 2) continue;
+    const counts = new Set(
+      racedDeliveries(witness.deliveriesOf(id), witness.visibilityChangesOf(id), RACE_WINDOW_MS)
+        .map((d) => d.receiveCount),
+    );
+    for (const run of list.slice(1)) if (counts.has(run.receiveCount)) raced.add(run);
+    // Which of the two raced runs came second is chance: excuse one of them either way.
+    if (!list.slice(1).some((run) => raced.has(run)) && counts.has(list[0].receiveCount)) {
+      raced.add(list[1]);
+    }
+  }
+  return raced;
+}
 
 /** The jobs that were running when their worker was SIGKILLed. */
 function orphansOf(runs: Run[], killed: ReadonlyMap<number, bigint>): Run[] {

@@ -449,7 +449,8 @@ export function redeliveryNotes(report: DeliveryReport): string[] {
   if (report.redelivered === 0) return [];
   return [
     `${report.redelivered} of the duplicates were the queue's: it delivered a message again ` +
-    "after acknowledging its delete (at-least-once; moto loses concurrent deletes)",
+    "after acknowledging its delete (at-least-once; moto loses concurrent deletes), or " +
+    "handed one message to two receive calls at once (moto's race)",
   ];
 }
 

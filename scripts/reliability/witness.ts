@@ -96,6 +96,11 @@ export interface SqsWitness {
   timesDelivered(messageId: string, receiveCount: number): number;
   /** Every delivery of this message the witness relayed, in order: receive count, and when. */
   deliveriesOf(messageId: string): readonly Delivery[];
+  /**
+   * When the queue acknowledged a visibility change of this message (an extension or
+   * a release), ms since the epoch, in order.
+   */
+  visibilityChangesOf(messageId: string): readonly number[];
   /** Every call answered so far, in the order of their answers. */
   readonly calls: readonly WitnessCall[];
   /** The faults now injected; assign to change them. */
@@ -133,6 +138,12 @@ export function startSqsWitness(target: string, options: SqsWitnessOptions = {})
   /** `messageId receiveCount` → how many answers carried that delivery. */
   const deliveries = new Map<string, number>();
   const deliveriesById = new Map<string, Delivery[]>();
+  const visibilityChanges = new Map<string, number[]>();
+  const changedVisibility = (handle: string | undefined) => {
+    const id = handle === undefined ? undefined : handles.get(handle);
+    if (id === undefined) return;
+    visibilityChanges.set(id, [...(visibilityChanges.get(id) ?? []), Date.now()]);
+  };
   const calls: WitnessCall[] = [];
   let acknowledged = 0;
   let faults: WitnessFaults = { ...options };
@@ -168,6 +179,17 @@ export function startSqsWitness(target: string, options: SqsWitnessOptions = {})
         return count;
       } else if (action === "DeleteMessage") {
         return acknowledge(JSON.parse(decoder.decode(request)).ReceiptHandle) ? 1 : 0;
+      } else if (action === "ChangeMessageVisibility") {
+        changedVisibility(JSON.parse(decoder.decode(request)).ReceiptHandle);
+      } else if (action === "ChangeMessageVisibilityBatch") {
+        const entries = new Map<string, string>(
+          (JSON.parse(decoder.decode(request)).Entries ?? []).map((
+            entry: { Id: string; ReceiptHandle: string },
+          ) => [entry.Id, entry.ReceiptHandle]),
+        );
+        for (const { Id } of JSON.parse(decoder.decode(response)).Successful ?? []) {
+          changedVisibility(entries.get(Id));
+        }
       }
     } catch {
       // Not JSON (an error page): nothing was acknowledged.
@@ -271,6 +293,7 @@ export function startSqsWitness(target: string, options: SqsWitnessOptions = {})
     },
     timesDelivered: (id, receiveCount) => deliveries.get(`${id} ${receiveCount}`) ?? 0,
     deliveriesOf: (id) => deliveriesById.get(id) ?? [],
+    visibilityChangesOf: (id) => visibilityChanges.get(id) ?? [],
     calls,
     get faults() {
       return faults;
@@ -298,4 +321,25 @@ export function callsBetween(
 /** A uniformly random whole number of ms in [minMs, maxMs]. */
 export function randomMs(minMs: number, maxMs: number): number {
   return Math.round(minMs + Math.random() * (maxMs - minMs));
+}
+
+/**
+ * The deliveries of one message (in answer order) that the queue handed out while an
+ * earlier delivery was still invisible by its own rule: within `windowMs` of it (well
+ * inside the visibility timeout the receive asked for) and with no visibility change
+ * of the message acknowledged in between, so no worker had released it. moto does
+ * this when overlapping receive calls pick the same message (its race, F10/F13), and
+ * then the two answers may even carry different receive counts.
+ */
+export function racedDeliveries(
+  deliveries: readonly Delivery[],
+  visibilityChanges: readonly number[],
+  windowMs: number,
+): Delivery[] {
+  return deliveries.filter((delivery, index) =>
+    deliveries.slice(0, index).some((earlier) =>
+      delivery.at - earlier.at < windowMs &&
+      !visibilityChanges.some((at) => at >= earlier.at && at <= delivery.at)
+    )
+  );
 }
