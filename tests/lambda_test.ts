@@ -19,6 +19,7 @@ import {
   processAlive,
   startWorker,
   waitUntil,
+  withWorkerTails,
   type WorkerProcess,
 } from "./support/worker.ts";
 import { goHandler, nodeRuntime, pythonRuntime, shellTools, skipped } from "./support/lambda.ts";
@@ -89,7 +90,9 @@ async function withFixture(
     },
   };
   try {
-    await body(fixture);
+    await body(fixture).catch((error) => {
+      throw withWorkerTails(error, workers);
+    });
     await Promise.all(workers.map((worker) => worker.stop()));
     for (const worker of workers) {
       // sqsrun writes nothing but its log: no Deno warning, no stack trace.

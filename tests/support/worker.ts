@@ -147,6 +147,20 @@ export function startWorker(args: string[], options: StartWorkerOptions): Worker
   return worker;
 }
 
+/**
+ * `error` with the last log lines and stderr of each worker added to its message,
+ * so that a test failing on a busy CI machine says what its workers were doing.
+ */
+export function withWorkerTails(error: unknown, workers: readonly WorkerProcess[]): Error {
+  const tails = workers.map((worker) =>
+    `worker ${worker.pid}, last lines:\n` +
+    worker.lines.slice(-15).map((line) => JSON.stringify(line)).join("\n") +
+    `\nstderr: ${worker.stderr().slice(-2000)}`
+  );
+  const message = error instanceof Error ? error.message : String(error);
+  return new Error([message, ...tails].join("\n"), { cause: error });
+}
+
 /** Polls `condition` every 100 ms until it holds; throws after `timeoutMs`. */
 export async function waitUntil(
   what: string,
