@@ -61,7 +61,7 @@ export interface CompileOptions {
   /**
    * Modules loaded at run time that `deno compile` cannot find from the entry: the
    * `--run` Web Worker host (a worker's script is never embedded unless included);
-   * default {@linkcode RUNTIME_MODULES}.
+   * and the `docs/` pages of `--help TOPIC`; default {@linkcode INCLUDED}.
    */
   include?: readonly string[];
   /** The deno executable; default `deno`. */
@@ -76,6 +76,15 @@ export const RUNTIME_MODULES: readonly string[] = Object.freeze([
   "src/runners/module/host.ts",
   "src/runners/process/spawner_worker.ts",
 ]);
+
+/**
+ * Files the binary reads at run time, relative to the repository root: the pages of
+ * `sqsrun --help TOPIC` (`src/docs.ts`), the whole `docs/` folder.
+ */
+export const EMBEDDED_FILES: readonly string[] = Object.freeze(["docs"]);
+
+/** Everything `--include`d in the binary: {@linkcode RUNTIME_MODULES}, then {@linkcode EMBEDDED_FILES}. */
+export const INCLUDED: readonly string[] = Object.freeze([...RUNTIME_MODULES, ...EMBEDDED_FILES]);
 
 /** Returns the operating system a target's binary runs on, whose permissions it gets. */
 export function targetOs(target: string): OperatingSystem {
@@ -109,7 +118,7 @@ export function outputPath(target: string, outDir = "dist"): string {
 /** Returns one `deno compile` argv per selected target, executable first. Pure. */
 export function compileCommands(options: CompileOptions = {}): string[][] {
   const { outDir = "dist", entry = "src/main.ts", deno = "deno" } = options;
-  const include = options.include ?? RUNTIME_MODULES;
+  const include = options.include ?? INCLUDED;
   return selectTargets(options.targets).map((target) => [
     deno,
     "compile",
@@ -266,7 +275,7 @@ export function parseBuildArgs(args: readonly string[], cwd = Deno.cwd()): Build
     targets: values.target ?? [],
     outDir: values.out ?? (relative(cwd, join(root, "dist")) || "."),
     entry: relative(cwd, join(root, "src", "main.ts")),
-    include: RUNTIME_MODULES.map((path) => relative(cwd, join(root, path))),
+    include: INCLUDED.map((path) => relative(cwd, join(root, path))),
     deno: values.deno ?? Deno.execPath(),
   };
 }

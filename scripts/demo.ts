@@ -1,6 +1,7 @@
 /**
- * `deno task demo`: sqsrun end to end on a local SQS emulator. Starts ElasticMQ
- * and moto on loopback, creates a queue, pushes a few messages with `sqsrun
+ * `deno task demo`: sqsrun end to end on a local SQS emulator. Starts moto on
+ * loopback (installed into `.cache/venv` on the first run: needs python3 with venv),
+ * creates a queue, pushes a few messages with `sqsrun
  * --push`, runs the worker with `examples/hello_job.sh` until the queue is empty,
  * then stops everything it started.
  *
@@ -46,17 +47,21 @@ async function sqsrun(args: string[], env: Record<string, string>): Promise<stri
 }
 
 async function main(): Promise<void> {
-  heading("starting local SQS (ElasticMQ) and moto on 127.0.0.1");
-  const state = await startLocalAws({ stateDir: join(PROJECT_ROOT, ".cache", "demo") });
+  heading("starting a local SQS (moto) on 127.0.0.1");
+  // moto alone: Python is all the demo needs besides Deno (ElasticMQ would need Java and Maven).
+  const state = await startLocalAws({
+    stateDir: join(PROJECT_ROOT, ".cache", "demo"),
+    servers: ["moto"],
+  });
   const env = {
     AWS_ACCESS_KEY_ID: "demo",
     AWS_SECRET_ACCESS_KEY: "demo",
     AWS_REGION: "us-east-1",
-    AWS_ENDPOINT_URL: state.elasticmq.url,
+    AWS_ENDPOINT_URL: state.moto.url,
   };
   let worker: Deno.ChildProcess | undefined;
   try {
-    heading(`endpoint ${state.elasticmq.url}`);
+    heading(`endpoint ${state.moto.url}`);
     await sqsrun(["--create", "-q", QUEUE, "--attr", "VisibilityTimeout=30"], env);
     for (const body of BODIES) await sqsrun(["--push", body, "-q", QUEUE], env);
     await sqsrun(["--list", "--counts"], env);
@@ -110,7 +115,7 @@ async function main(): Promise<void> {
       worker.kill("SIGKILL");
       await worker.status;
     }
-    heading("stopping the emulators");
+    heading("stopping the emulator");
     await stopLocalAws(state);
   }
 }

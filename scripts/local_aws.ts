@@ -7,7 +7,7 @@
  * deno run -A scripts/local_aws.ts install   # venv with moto, awscli, flask; ElasticMQ jars (idempotent)
  * deno run -A scripts/local_aws.ts start     # start both, write .cache/local_aws/state.json
  * deno run -A scripts/local_aws.ts status    # print the state and whether each server answers
- * deno run -A scripts/local_aws.ts env       # `export SQSRUN_TEST_...` lines for `eval`
+ * deno run -A scripts/local_aws.ts env       # `export SQSRUN_TEST_... AWS_...` lines for `eval`
  * deno run -A scripts/local_aws.ts stop      # stop exactly the processes `start` started
  * ```
  *
@@ -94,6 +94,11 @@ export interface Installation {
 export interface LocalAwsOptions {
   /** Progress messages; default: `local-aws: ...` on stderr. */
   log?: (message: string) => void;
+  /**
+   * The emulators to install and start; default both. The demo needs only moto (Python),
+   * so a machine without Java and Maven can run it.
+   */
+  servers?: readonly ServerName[];
 }
 
 /** Options for {@linkcode startLocalAws}. */
@@ -133,7 +138,7 @@ export async function installLocalAws(options: LocalAwsOptions = {}): Promise<In
   const paths = installationPaths();
   await installVenv(paths, log);
   await installExtras(paths, log);
-  await installElasticMq(log);
+  if ((options.servers ?? SERVER_NAMES).includes("elasticmq")) await installElasticMq(log);
   return paths;
 }
 
@@ -209,7 +214,8 @@ async function installElasticMq(log: (message: string) => void): Promise<void> {
 }
 
 /**
- * Installs what is missing, then starts moto and ElasticMQ on free loopback ports,
+ * Installs what is missing, then starts moto and ElasticMQ (or only `options.servers`;
+ * the other one's entry then has `pid: null`) on free loopback ports,
  * waits until both answer an SQS ListQueues call and writes the state file
  * (`<stateDir>/state.json`). On failure, whatever was started is stopped again and
  * the error carries the tail of the server's log.
@@ -233,8 +239,9 @@ export async function startLocalAws(options: StartOptions = {}): Promise<LocalAw
     stateFile: join(stateDir, "state.json"),
   };
   try {
+    const names = SERVER_NAMES.filter((name) => (options.servers ?? SERVER_NAMES).includes(name));
     await Promise.all(
-      SERVER_NAMES.map((name) => startServer(state, name, { ...options, freshLog: true })),
+      names.map((name) => startServer(state, name, { ...options, freshLog: true })),
     );
   } catch (error) {
     await stopLocalAws(state);
@@ -321,6 +328,35 @@ export function testEnv(state: LocalAwsState): Record<string, string> {
     SQSRUN_TEST_AWS_CLI: state.awsCli,
     SQSRUN_TEST_STATE: state.stateFile,
   };
+}
+
+/**
+ * What an operator sets to point sqsrun, an AWS SDK or the AWS CLI at the local moto
+ * (SQS and S3) with dummy credentials. `scripts/test.ts`, the tests' subprocesses and the
+ * reliability and bench workers drop every inherited `AWS_*` and set their own, so these
+ * change nothing there.
+ */
+export function operatorEnv(state: LocalAwsState): Record<string, string> {
+  return {
+    AWS_ENDPOINT_URL: state.moto.url,
+    AWS_REGION: "us-east-1",
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_ACCESS_KEY_ID: "test",
+    AWS_SECRET_ACCESS_KEY: "test",
+  };
+}
+
+/** The lines `env` prints: `export` lines for `eval`, test servers first, then the operator's. */
+export function envLines(state: LocalAwsState): string[] {
+  const quote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+  const exports = (vars: Record<string, string>) =>
+    Object.entries(vars).map(([key, value]) => `export ${key}=${quote(value)}`);
+  return [
+    ...exports(testEnv(state)),
+    "# sqsrun and the AWS SDKs, against moto (SQS and S3); the AWS CLI v1 of the venv needs",
+    '# --endpoint-url "$AWS_ENDPOINT_URL" for sqs (aws/aws-cli#8737)',
+    ...exports(operatorEnv(state)),
+  ];
 }
 
 /**
@@ -601,7 +637,7 @@ function sleep(ms: number): Promise<void> {
 // ---------------------------------------------------------------------------
 // Command line
 
-const USAGE = "usage: deno run -A scripts/local_aws.ts install|start|stop|status|env";
+const USAGE = "usage: deno run -A scripts/local_aws.ts install|start|stop|status|env [STATE_FILE]";
 
 async function main(args: string[]): Promise<number> {
   const stateFile = join(DEFAULT_STATE_DIR, "state.json");
@@ -624,7 +660,9 @@ async function main(args: string[]): Promise<number> {
       const state = await startLocalAws();
       defaultLog(`moto at ${state.moto.url} (pid ${state.moto.pid})`);
       defaultLog(`elasticmq at ${state.elasticmq.url} (pid ${state.elasticmq.pid})`);
-      defaultLog(`state in ${state.stateFile}; 'eval "$(deno task -q local-aws env)"' for tests`);
+      defaultLog(
+        `state in ${state.stateFile}; 'eval "$(deno task -q local-aws env)"' for tests and for sqsrun`,
+      );
       return 0;
     }
     case "stop": {
@@ -655,14 +693,13 @@ async function main(args: string[]): Promise<number> {
       return answering.every(Boolean) ? 0 : 1;
     }
     case "env": {
-      const state = await readState(stateFile);
+      // A state file of its own (e.g. SQSRUN_TEST_STATE of a `deno task test` run) may be named.
+      const state = await readState(args[1] ?? stateFile);
       if (!state) {
         defaultLog("not running; run 'deno task local-aws start' first");
         return 1;
       }
-      for (const [key, value] of Object.entries(testEnv(state))) {
-        console.log(`export ${key}='${value.replaceAll("'", `'\\''`)}'`);
-      }
+      for (const line of envLines(state)) console.log(line);
       return 0;
     }
     default:

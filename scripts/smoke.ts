@@ -17,7 +17,8 @@
  * The checks, in order (`--only` picks some; the names are {@linkcode CHECKS}):
  *
  * - `version`: `--version` prints `sqsrun VERSION`, exit 0.
- * - `help`: `--help` prints the usage, exit 0.
+ * - `help`: `--help` prints the usage, exit 0; `--help worker` prints the page
+ *   `docs/worker.md` (embedded in the binary), exit 0.
  * - `usage-error`: an unknown option is one `sqsrun: ` line on stderr, exit 2.
  * - `exec`: `--create`, two `--push`es and a worker `--exec`ing one job that succeeds
  *   (its body on stdin, its output in the log) and one that exits 3; then a stop; the
@@ -652,6 +653,14 @@ async function checkHelp(run: Run): Promise<void> {
     throw new CheckFailure(
       `--help exited ${result.code} printing ${JSON.stringify(text.slice(0, 60))}...; ` +
         "want exit 0 and the usage (Usage: sqsrun ..., --exec, --push)",
+    );
+  }
+  const page = await runSqsrun(run, ["--help", "worker"]);
+  if (page.code !== 0 || !page.stdout.startsWith("# The worker\n")) {
+    throw new CheckFailure(
+      `--help worker exited ${page.code} printing ${JSON.stringify(page.stdout.slice(0, 60))}` +
+        `...; want exit 0 and the page docs/worker.md (# The worker ...)` +
+        (page.stderr ? ` (stderr ${JSON.stringify(page.stderr.trim().split("\n")[0])})` : ""),
     );
   }
 }

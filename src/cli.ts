@@ -26,6 +26,7 @@ import {
   settingSpec,
   splitPair,
 } from "./config.ts";
+import { HELP_TOPICS, isHelpTopic } from "./docs.ts";
 import { UsageError } from "./errors.ts";
 import { isQueueUrl } from "./aws.ts";
 import { DEFAULT_MOVE_VISIBILITY } from "./redrive.ts";
@@ -140,6 +141,8 @@ export interface ParsedFlags {
   /** How many words followed `--`. */
   argvCount: number;
   help: boolean;
+  /** The page of `--help TOPIC`, when a topic was given. */
+  helpTopic?: string;
   version: boolean;
   /** One-line notices about accepted but obsolete flags. */
   notices: string[];
@@ -210,9 +213,22 @@ export function parseFlags(argv: string[]): ParsedFlags {
     notices: [],
   };
   // Help and version win over anything else on the line, mistakes included.
-  for (const token of tokens) {
+  for (const [index, token] of tokens.entries()) {
     if (token.kind !== "option") continue;
-    if (token.name === "help") parsed.help = true;
+    if (token.name === "help") {
+      parsed.help = true;
+      // `--help TOPIC` (or `--help=TOPIC`): a page of docs/ instead of the usage.
+      const next = tokens[index + 1];
+      const topic = token.value ?? (next?.kind === "positional" ? next.value : undefined);
+      if (topic !== undefined && parsed.helpTopic === undefined) {
+        if (!isHelpTopic(topic)) {
+          throw new UsageError(
+            `--help: unknown topic '${topic}' (topics: ${HELP_TOPICS.join(", ")})`,
+          );
+        }
+        parsed.helpTopic = topic;
+      }
+    }
     if (token.name === "version") parsed.version = true;
   }
   if (parsed.help || parsed.version) return parsed;
@@ -426,7 +442,7 @@ function checkApplicable(flags: ParsedFlags, command: Command, merged: Settings)
 
 /** The outcome of parsing a command line. */
 export type CliResult =
-  | { kind: "help" }
+  | { kind: "help"; topic?: string }
   | { kind: "version" }
   | {
     kind: "options";
@@ -449,7 +465,9 @@ export interface ParseCliOptions {
  */
 export async function parseCli(argv: string[], hooks: ParseCliOptions = {}): Promise<CliResult> {
   const flags = parseFlags(argv);
-  if (flags.help) return { kind: "help" };
+  if (flags.help) {
+    return flags.helpTopic ? { kind: "help", topic: flags.helpTopic } : { kind: "help" };
+  }
   if (flags.version) return { kind: "version" };
   for (const notice of flags.notices) hooks.warn?.(notice);
   const load = hooks.loadFile ?? ((path: string) => loadConfigFile(path, { warn: hooks.warn }));
@@ -604,7 +622,7 @@ Other:
                                   flags, win)
   -E, --release-on-fail           Accepted for the Ruby tool's command lines: releasing a
                                   failed job's message is what sqsrun always does
-  -h, --help                      Show this help
+${helpFlagLines()}
   -V, --version                   Show the version
 
 Durations other than -t, --wait and --backoff accept decimals (e.g. -i 0.5), up to
@@ -625,12 +643,25 @@ function runnerFlagLines(): string {
     .join("\n");
 }
 
-/** Breaks `text` into lines of at most 80 characters, at spaces. */
-function wrap(text: string): string {
+/** The help lines of `-h, --help [TOPIC]`, naming every topic. */
+function helpFlagLines(): string {
+  const text = "Show this help, or the page of the manual on TOPIC: " +
+    `${HELP_TOPICS.join(", ")} (e.g. sqsrun --help worker | less)`;
+  const indent = " ".repeat(34);
+  const lines = wrap(text, 96 - indent.length).split("\n");
+  return [
+    `  ${"-h, --help [TOPIC]".padEnd(32)}${lines[0]}`,
+    ...lines.slice(1).map((l) => indent + l),
+  ]
+    .join("\n");
+}
+
+/** Breaks `text` into lines of at most `width` (80) characters, at spaces. */
+function wrap(text: string, width = 80): string {
   const lines: string[] = [];
   let line = "";
   for (const word of text.split(" ")) {
-    if (line !== "" && line.length + 1 + word.length > 80) {
+    if (line !== "" && line.length + 1 + word.length > width) {
       lines.push(line);
       line = word;
     } else {

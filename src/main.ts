@@ -5,6 +5,7 @@
  * @module
  */
 import { helpText, parseCli } from "./cli.ts";
+import { readHelpTopic } from "./docs.ts";
 import { type Options, saveConfigFile, type Settings } from "./config.ts";
 import {
   describeError,
@@ -172,7 +173,7 @@ export async function main(argv: string[], io: MainIo = processIo): Promise<numb
     const warn = (message: string) => io.stderr(`sqsrun: ${printable(redact(message, secrets))}\n`);
     const result = await parseCli(argv, { warn });
     if (result.kind === "help") {
-      io.stdout(helpText());
+      io.stdout(result.topic ? await readHelpTopic(result.topic) : helpText());
       return 0;
     }
     if (result.kind === "version") {

@@ -4,13 +4,15 @@
  * `deno compile` itself needs the internet, so a real compile is not run here.
  */
 import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import {
   binaryName,
   BuildError,
   compileCommands,
+  EMBEDDED_FILES,
+  INCLUDED,
   RUNTIME_MODULES,
   sha256Hex,
   sha256Sums,
@@ -28,6 +30,7 @@ import {
   runtimePermissions,
   WINDOWS_PERMISSIONS,
 } from "../src/permissions.ts";
+import { DOCS_URL, HELP_TOPICS } from "../src/docs.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const DENO = Deno.execPath();
@@ -35,7 +38,8 @@ const DENO = Deno.execPath();
 const FLAGS = runtimeFlags("linux").join(" ");
 const WINDOWS_FLAGS = runtimeFlags("windows").join(" ");
 const INCLUDE =
-  "--include src/runners/module/host.ts --include src/runners/process/spawner_worker.ts";
+  "--include src/runners/module/host.ts --include src/runners/process/spawner_worker.ts " +
+  "--include docs";
 const ALL = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -329,6 +333,8 @@ Deno.test("compileCommands() returns exact argv arrays and rejects unknown targe
       "src/runners/module/host.ts",
       "--include",
       "src/runners/process/spawner_worker.ts",
+      "--include",
+      "docs",
       "--target",
       "x86_64-pc-windows-msvc",
       "--output",
@@ -361,6 +367,18 @@ Deno.test("every module src/ loads by URL (Web Worker scripts) is embedded, and 
       .filter((_, i, argv) => argv[i - 1] === "--include"),
     ["a.ts", "b.ts"],
   );
+});
+
+Deno.test("the docs/ pages of --help TOPIC are embedded, and every topic is a page there", async () => {
+  deepStrictEqual([...EMBEDDED_FILES], ["docs"]);
+  deepStrictEqual([...INCLUDED], [...RUNTIME_MODULES, "docs"]);
+  equal(fileURLToPath(DOCS_URL), join(ROOT, "docs") + sep);
+  const pages = [...Deno.readDirSync(join(ROOT, "docs"))]
+    .filter((entry) => entry.isFile && entry.name.endsWith(".md"))
+    .map((entry) => entry.name.slice(0, -3));
+  deepStrictEqual([...HELP_TOPICS].sort(), pages.sort());
+  const line = (await runBuild(["--dry-run", "--target", ALL[0]])).stdout;
+  ok(line.includes(" --include docs "), line);
 });
 
 Deno.test("shellQuote() leaves plain words bare and single-quotes the rest", () => {

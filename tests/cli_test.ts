@@ -5,10 +5,13 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import meta from "../deno.json" with { type: "json" };
 import { main } from "../src/main.ts";
+import { HELP_TOPICS } from "../src/docs.ts";
 import { assertOneLineError, lines, runCli } from "./support/cli.ts";
 
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const dir = Deno.makeTempDirSync({ prefix: "sqsrun_cli_test_" });
 const file = (name: string, text: string): string => {
   const path = join(dir, name);
@@ -300,6 +303,29 @@ Deno.test("help lists every flag with its default and exits 0", async () => {
     }
     ok(result.stdout.split("\n").every((line) => line.length <= 100), "lines fit 100 columns");
   }
+});
+
+Deno.test("--help TOPIC prints that page of docs/ whole and exits 0; an unknown topic is exit 2", async () => {
+  for (
+    const args of [["--help", "worker"], ["-h", "worker"], ["--help=worker"], [
+      "--help",
+      "worker",
+      "--list",
+    ]]
+  ) {
+    const result = await runCli(args, { timeoutMs: 20_000 });
+    equal(result.stderr, "", args.join(" "));
+    equal(result.code, 0, args.join(" "));
+    equal(result.stdout, Deno.readTextFileSync(join(ROOT, "docs", "worker.md")), args.join(" "));
+  }
+  const configuration = await runCli(["--help", "configuration"], { timeoutMs: 20_000 });
+  equal(configuration.code, 0);
+  ok(configuration.stdout.startsWith("# Flags and configuration files\n"));
+  const usage = await runCli(["--help"], { timeoutMs: 20_000 });
+  ok(/--help \[TOPIC\]/.test(usage.stdout), "the help names its topics");
+  for (const topic of HELP_TOPICS) ok(usage.stdout.includes(topic), `help names ${topic}`);
+  const unknown = await runCli(["--help", "nope"], { timeoutMs: 20_000 });
+  assertOneLineError(unknown, 2, ["--help", "unknown topic 'nope'", "worker", "configuration"]);
 });
 
 Deno.test("-V and --version print the version of deno.json", async () => {

@@ -1,7 +1,7 @@
 /**
  * Tests of the deployment recipes (`deploy/`, `Dockerfile`): each file parses, says
  * what it must (stop timeouts longer than the drain, non-root, tini as PID 1, the
- * KEDA trigger), the recipes agree with each other and with the README, and the IAM
+ * KEDA trigger), the recipes agree with each other and with docs/production.md, and the IAM
  * policies name exactly the AWS calls `src/` makes: the actions are derived from its
  * `new XxxCommand(...)` calls, so a call added to the code without a policy change,
  * or an action added to a policy that the code never needs, fails here.
@@ -724,7 +724,7 @@ function projectDenoVersion(): string {
   return match[1];
 }
 
-/** Checks the Dockerfile against the project's pins and the README's container command. */
+/** Checks the Dockerfile against the project's pins and the container command of docs/production.md. */
 export function dockerfileProblems(text: string, readmeCommand: string[]): string[] {
   const problems: string[] = [];
   let instructions: Instruction[];
@@ -780,7 +780,7 @@ export function dockerfileProblems(text: string, readmeCommand: string[]): strin
   }
   if ([...entrypoint, ...cmd].join(" ") !== readmeCommand.join(" ")) {
     problems.push(
-      `ENTRYPOINT + CMD run '${[...entrypoint, ...cmd].join(" ")}', the README says '${
+      `ENTRYPOINT + CMD run '${[...entrypoint, ...cmd].join(" ")}', docs/production.md says '${
         readmeCommand.join(" ")
       }'`,
     );
@@ -797,36 +797,37 @@ function dockerignoreAllowed(text: string): string[] {
     .filter((line) => line.startsWith("!")).map((line) => line.slice(1).replace(/\/+$/, ""));
 }
 
-/** The README's "### Containers" section of "## Running in production". */
-function readmeContainers(readme: string): string {
-  const start = readme.indexOf("\n## Running in production");
-  ok(start >= 0, "README has no '## Running in production' section");
-  const rest = readme.slice(start);
-  const section = rest.indexOf("\n### Containers");
-  ok(section >= 0, "README's Running in production has no '### Containers'");
-  const body = rest.slice(section + 1);
-  const end = body.search(/\n##? /);
-  return end === -1 ? body : body.slice(0, end);
+/** The "## Containers" section of docs/production.md ("# Running in production"). */
+function readmeContainers(page: string): string {
+  ok(
+    page.startsWith("# Running in production\n"),
+    "docs/production.md is not 'Running in production'",
+  );
+  const section = page.indexOf("\n## Containers");
+  ok(section >= 0, "docs/production.md has no '## Containers'");
+  const body = page.slice(section + 1);
+  const end = body.slice(1).search(/\n##? /);
+  return end === -1 ? body : body.slice(0, end + 1);
 }
 
-/** The command line the README says the container runs: the code block that starts with tini. */
+/** The command line docs/production.md says the container runs: the code block that starts with tini. */
 function readmeContainerCommand(readme: string): string[] {
   const section = readmeContainers(readme);
   for (const block of section.matchAll(/```[a-z]*\n([\s\S]*?)```/g)) {
     const first = block[1].trim().split("\n")[0];
     if (first.startsWith(`${TINI[0]} `)) return first.split(/\s+/);
   }
-  throw new Error("README's Containers section has no code block starting with /usr/bin/tini");
+  throw new Error("docs/production.md's Containers has no code block starting with /usr/bin/tini");
 }
 
-Deno.test("the Dockerfile: pinned Deno, non-root, SIGTERM, tini, the README's container command", () => {
-  const readme = read("README.md");
+Deno.test("the Dockerfile: pinned Deno, non-root, SIGTERM, tini, the manual's container command", () => {
+  const readme = read("docs/production.md");
   const command = readmeContainerCommand(readme);
   const text = read("Dockerfile");
   deepStrictEqual(dockerfileProblems(text, command), []);
-  // The README's docker run gives docker stop enough time for the drain.
+  // The manual's docker run gives docker stop enough time for the drain.
   const stopTimeout = /--stop-timeout[ =](\d+)/.exec(readmeContainers(readme));
-  ok(stopTimeout, "the README's docker run needs --stop-timeout");
+  ok(stopTimeout, "the docker run of docs/production.md needs --stop-timeout");
   ok(Number(stopTimeout[1]) >= drainSeconds(DEFAULT_WORKER) + SETTLE_MARGIN, stopTimeout[0]);
   // What the build copies from the context is let in by the .dockerignore allow-list.
   const allowed = dockerignoreAllowed(read(".dockerignore"));

@@ -1,6 +1,7 @@
 /**
  * The local AWS emulators the other tests rely on: both answer SQS through the
- * AWS SDK, the AWS CLI works with `awsEnv`, and moto comes back on the same port.
+ * AWS SDK, the AWS CLI works with `awsEnv`, moto comes back on the same port, and
+ * `deno task local-aws env` prints exports that point sqsrun and the AWS CLI at moto.
  */
 import {
   CreateQueueCommand,
@@ -21,6 +22,14 @@ import {
   stopBackend,
   uniqueName,
 } from "./support/local_aws.ts";
+import {
+  emptyAwsConfigPath,
+  envLines,
+  operatorEnv,
+  readState,
+  testEnv,
+} from "../scripts/local_aws.ts";
+import { childEnv, TEST_ENV_NAMES } from "../scripts/test.ts";
 
 function sqsClient(endpoint: string): SQSClient {
   return new SQSClient({
@@ -92,4 +101,69 @@ Deno.test("moto stops and starts again on the same port, empty", async () => {
   } finally {
     client.destroy();
   }
+});
+
+Deno.test("local-aws env prints ready-to-eval exports that point sqsrun and the AWS CLI at moto", async () => {
+  const stateFile = Deno.env.get("SQSRUN_TEST_STATE")!;
+  const state = await readState(stateFile);
+  assert(state, `no state file at ${stateFile}`);
+  const printed = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", "scripts/local_aws.ts", "env", stateFile],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(printed.stdout);
+  assert.equal(printed.code, 0, new TextDecoder().decode(printed.stderr));
+  assert.deepEqual(text.trimEnd().split("\n"), envLines(state));
+  for (const name of [...TEST_ENV_NAMES, ...Object.keys(operatorEnv(state))]) {
+    assert.match(text, new RegExp(`^export ${name}='[^']+'$`, "m"), name);
+  }
+  assert.equal(operatorEnv(state).AWS_ENDPOINT_URL, motoEndpoint());
+
+  // Evaluated by a shell with nothing else of AWS set, the exports reach moto.
+  const queue = uniqueName("operator-env");
+  const empty = emptyAwsConfigPath(stateFile);
+  const script = [
+    'eval "$EXPORTS"',
+    `"$DENO" run -A --quiet src/main.ts --create -q ${queue} >/dev/null`,
+    `"$DENO" run -A --quiet src/main.ts --list -q ${queue}`,
+    `"$AWS_CLI" --endpoint-url "$AWS_ENDPOINT_URL" sqs get-queue-url --queue-name ${queue} --output text`,
+    `"$DENO" run -A --quiet src/main.ts --delete -q ${queue} >/dev/null`,
+  ].join(" && ");
+  const denoDir = Deno.env.get("DENO_DIR");
+  const run = await new Deno.Command("sh", {
+    args: ["-c", script],
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/tmp",
+      ...(denoDir ? { DENO_DIR: denoDir } : {}),
+      AWS_CONFIG_FILE: empty,
+      AWS_SHARED_CREDENTIALS_FILE: empty,
+      EXPORTS: text,
+      DENO: Deno.execPath(),
+      AWS_CLI: state.awsCli,
+      NO_COLOR: "1",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(run.stdout);
+  assert.equal(run.code, 0, out + new TextDecoder().decode(run.stderr));
+  const lines = out.trimEnd().split("\n");
+  assert.equal(lines[0], queue);
+  assert(lines[1].endsWith(`/${queue}`), lines[1]);
+});
+
+Deno.test("the operator's AWS_* exports never reach the tests: scripts/test.ts drops them", () => {
+  const state = {
+    moto: { pid: 1, url: "http://127.0.0.1:1", port: 1, log: "" },
+    elasticmq: { pid: 2, url: "http://127.0.0.1:2", port: 2, log: "" },
+    awsCli: "/venv/bin/aws",
+    stateFile: Deno.env.get("SQSRUN_TEST_STATE")!,
+  };
+  const env = childEnv({ ...operatorEnv(state), KEEP: "1" }, testEnv(state));
+  assert.equal(env.KEEP, "1");
+  for (const name of Object.keys(operatorEnv(state))) assert.equal(env[name], undefined, name);
+  assert.equal(env.SQSRUN_TEST_MOTO_URL, "http://127.0.0.1:1");
 });
