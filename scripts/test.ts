@@ -1,7 +1,8 @@
 /**
  * The test runner behind `deno task test`: starts moto and ElasticMQ, runs
- * `deno test -A --no-prompt tests/` against them, stops exactly what it started
- * (also on Ctrl-C or SIGTERM) and exits with deno test's exit code.
+ * `deno test -A --no-prompt --parallel tests/` (two files at a time) against them,
+ * stops exactly what it started (also on Ctrl-C or SIGTERM) and exits with deno
+ * test's exit code.
  *
  * ```sh
  * deno task test                               # all tests
@@ -38,14 +39,24 @@ export const TEST_ENV_NAMES = [
 /**
  * Builds the `deno test` arguments: `tests/` is added unless the caller named
  * files or folders of their own (any argument before `--` that exists on disk).
+ * Test files run two at a time (`--parallel`, {@linkcode TEST_JOBS}): most of their
+ * time is spent waiting on emulators, timeouts and jobs, and every file keeps to
+ * queues, processes and servers of its own.
  */
 export function denoTestArgs(extra: string[], exists: (path: string) => boolean): string[] {
   const separator = extra.indexOf("--");
   const own = separator === -1 ? extra : extra.slice(0, separator);
   const namesPaths = own.some((arg) => !arg.startsWith("-") && exists(arg));
-  if (namesPaths) return ["test", "-A", "--no-prompt", ...extra];
-  return ["test", "-A", "--no-prompt", ...own, "tests/", ...extra.slice(own.length)];
+  const base = ["test", "-A", "--no-prompt", ...(own.includes("--parallel") ? [] : ["--parallel"])];
+  if (namesPaths) return [...base, ...extra];
+  return [...base, ...own, "tests/", ...extra.slice(own.length)];
 }
+
+/**
+ * Test files at once, unless `DENO_JOBS` says otherwise: two, whatever the machine's
+ * core count, so that timing-bound tests see the same load everywhere.
+ */
+export const TEST_JOBS = "2";
 
 /**
  * The environment for `deno test`: the caller's, without any `AWS_*` variable
@@ -61,7 +72,13 @@ export function childEnv(
     if (!key.startsWith("AWS_")) env[key] = value;
   }
   const empty = emptyAwsConfigPath(servers.SQSRUN_TEST_STATE);
-  return { ...env, AWS_CONFIG_FILE: empty, AWS_SHARED_CREDENTIALS_FILE: empty, ...servers };
+  return {
+    DENO_JOBS: TEST_JOBS,
+    ...env,
+    AWS_CONFIG_FILE: empty,
+    AWS_SHARED_CREDENTIALS_FILE: empty,
+    ...servers,
+  };
 }
 
 /** Runs the tests as described in the module doc; resolves to the exit code. */
@@ -127,9 +144,9 @@ export async function runTests(args: string[]): Promise<number> {
 }
 
 /**
- * Stops the servers this run started. Tests may have restarted one (new pid, same
- * port), so the state file is read again, and the pids first recorded are stopped
- * as well; pids that are gone or reused are skipped by `stopLocalAws`.
+ * Stops the servers this run started. The state file is read again in case a server
+ * was restarted (new pid, same port), and the pids first recorded are stopped as
+ * well; pids that are gone or reused are skipped by `stopLocalAws`.
  */
 async function stopStarted(
   started: LocalAwsState,

@@ -13,20 +13,17 @@ import {
   SQSClient,
 } from "@aws-sdk/client-sqs";
 import assert from "node:assert/strict";
-import {
-  motoEndpoint,
-  restartBackend,
-  runAwsCli,
-  sqsBackends,
-  startBackend,
-  stopBackend,
-  uniqueName,
-} from "./support/local_aws.ts";
+import { motoEndpoint, runAwsCli, sqsBackends, uniqueName } from "./support/local_aws.ts";
 import {
   emptyAwsConfigPath,
   envLines,
   operatorEnv,
   readState,
+  restartServer,
+  startLocalAws,
+  startServer,
+  stopLocalAws,
+  stopServer,
   testEnv,
 } from "../scripts/local_aws.ts";
 import { childEnv, TEST_ENV_NAMES } from "../scripts/test.ts";
@@ -78,28 +75,34 @@ Deno.test("the venv's AWS CLI lists moto's queues", async () => {
   assert(result.stdout.includes(queue), `queue ${queue} not in: ${result.stdout}`);
 });
 
+// A moto of its own: stopping the shared one would empty it under the test files that
+// `deno task test` runs at the same time.
 Deno.test("moto stops and starts again on the same port, empty", async () => {
-  const endpoint = motoEndpoint();
-  const client = sqsClient(endpoint);
+  const stateDir = await Deno.makeTempDir({ prefix: "sqsrun-local-aws-" });
+  const state = await startLocalAws({ stateDir, servers: ["moto"], log: () => {} });
+  const client = sqsClient(state.moto.url);
   try {
     const queue = uniqueName("outage");
     await client.send(new CreateQueueCommand({ QueueName: queue }));
 
-    await stopBackend("moto");
+    await stopServer(state, "moto");
     await assert.rejects(client.send(new ListQueuesCommand({})), "moto should be down");
 
-    await startBackend("moto");
+    await startServer(state, "moto", { log: () => {} });
     const after = await client.send(new ListQueuesCommand({}));
     assert(
       !(after.QueueUrls ?? []).some((url) => url.endsWith(`/${queue}`)),
       "a restarted moto should have no queues",
     );
 
-    await restartBackend("moto");
+    await restartServer(state, "moto", { log: () => {} });
     const again = await client.send(new ListQueuesCommand({}));
     assert.equal(again.$metadata.httpStatusCode, 200);
   } finally {
     client.destroy();
+    await stopLocalAws((await readState(state.stateFile)) ?? state);
+    await stopLocalAws(state);
+    await Deno.remove(stateDir, { recursive: true });
   }
 });
 

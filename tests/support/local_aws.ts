@@ -1,7 +1,7 @@
 /**
  * What tests need to reach the local AWS emulators that `deno task test` starts
  * (see `scripts/test.ts`): endpoints, the AWS CLI, a clean AWS environment for
- * subprocesses, unique queue names, and outage controls.
+ * subprocesses, and unique queue names.
  *
  * ```ts
  * import { awsEnv, sqsBackends, uniqueName } from "./support/local_aws.ts";
@@ -17,15 +17,7 @@
  *
  * @module
  */
-import {
-  emptyAwsConfigPath,
-  type LocalAwsState,
-  readState,
-  restartServer,
-  type ServerName,
-  startServer,
-  stopServer,
-} from "../../scripts/local_aws.ts";
+import { emptyAwsConfigPath } from "../../scripts/local_aws.ts";
 
 /** One SQS implementation the tests run against. */
 export interface SqsBackend {
@@ -133,32 +125,4 @@ export function uniqueName(prefix: string): string {
   const suffix = `-${runId}-${++nameCounter}`;
   const clean = prefix.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 75 - suffix.length);
   return `${clean}${suffix}`;
-}
-
-async function testState(): Promise<LocalAwsState> {
-  const stateFile = required("SQSRUN_TEST_STATE");
-  const state = await readState(stateFile);
-  if (!state) throw new Error(`no local AWS state file at ${stateFile}: are the servers running?`);
-  return state;
-}
-
-/**
- * Stops one emulator (an outage). Its endpoint refuses connections until
- * {@linkcode startBackend}. Do not run outage tests in parallel with others.
- */
-export async function stopBackend(name: ServerName): Promise<void> {
-  await stopServer(await testState(), name);
-}
-
-/**
- * Starts a stopped emulator again on the SAME port and waits until it answers.
- * It comes back empty: queues, messages (and moto's buckets) are gone.
- */
-export async function startBackend(name: ServerName): Promise<void> {
-  await startServer(await testState(), name);
-}
-
-/** Stops and starts one emulator on the same port; it comes back empty. */
-export async function restartBackend(name: ServerName): Promise<void> {
-  await restartServer(await testState(), name);
 }
