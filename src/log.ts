@@ -12,6 +12,13 @@
  *     log.info() ─ render ─> buffer (≤ 4 Mi chars) ─ writer loop ─ await write(batch) ─> sink
  *                     job output while < ½, worker lines while < 1; the rest is counted
  *
+ * JSON lines carry every field. Text lines are for people: the queue URL is named
+ * in `worker started` only, and a job's lines begin with its message id's first 8
+ * characters (and `stdout|`/`stderr|` for its output), so they line up:
+ *
+ *     2026-12-01T14:38:15.804Z INFO  7b95ecd4 job started receive_count=1
+ *     2026-12-01T14:38:15.891Z INFO  7b95ecd4 stdout| message 7b95ecd4-... (receive #1): ...
+ *
  * @module
  */
 import type { LogFormat } from "./config.ts";
@@ -31,8 +38,16 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   /** Returns a logger that adds `fields` to every line. */
   with(fields: LogFields): Logger;
-  /** Reopens the log file (after logrotate moved it); a no-op on stdout. Never blocks. */
+  /**
+   * Reopens the log file (after logrotate moved it) and says so in the new file
+   * (`log reopened`); on stdout only says there is nothing to reopen. Never blocks.
+   */
   reopen(): void;
+  /**
+   * Tells `onDropped` now of the lines dropped since its last call, instead of at
+   * its next report: a summary read from the metrics then counts them all.
+   */
+  reportDrops?(): void;
   /**
    * Undefined while job output fits in the buffer; otherwise resolves once it
    * fits again, or once the sink made no progress for a while. A runner awaits
@@ -59,6 +74,8 @@ export interface LogSink {
   /** Opens the file again (SIGHUP); throws to keep writing where it was. */
   reopen?(): Promise<void>;
   close?(): void;
+  /** The file's path, for the `log reopened` line. */
+  path?: string;
 }
 
 /** How to build a logger. */
@@ -71,6 +88,12 @@ export interface LoggerOptions {
   path?: string;
   /** Fields added to every line (e.g. queue). */
   fields?: LogFields;
+  /**
+   * Fields that text lines leave out when a logger inherits them from `with()`
+   * (JSON keeps them on every line); a line that gives one as its own shows it.
+   * Default {@linkcode TEXT_CONTEXT_FIELDS}.
+   */
+  textContext?: readonly string[];
   /** Clock, for tests. */
   now?: () => Date;
   /**
@@ -95,6 +118,15 @@ export interface LoggerOptions {
  * half of it, the worker's own lines all of it.
  */
 export const LOG_BUFFER_CHARS = 4 * 1024 * 1024;
+
+/**
+ * The queue URL is the same on every line of a worker: text names it once, in
+ * `worker started` (which gives it as its own field), instead of on every line.
+ */
+export const TEXT_CONTEXT_FIELDS: readonly string[] = ["queue"];
+
+/** How many characters of a message id text lines show (JSON shows it whole). */
+export const TEXT_ID_CHARS = 8;
 
 /** How long close() waits for a slow sink before giving up on what is left. */
 export const LOG_CLOSE_TIMEOUT_MS = 2_000;
@@ -146,6 +178,7 @@ function fileSink(path: string): LogSink {
     throw new RuntimeError(`-o/--log: cannot open '${path}': ${describeError(error)}`);
   }
   return {
+    path,
     write: (data) => file.write(data),
     async reopen() {
       const next = await Deno.open(path, options);
@@ -366,6 +399,11 @@ class LogQueue {
     this.#sendDrops();
   };
 
+  /** See {@linkcode Logger.reportDrops}. */
+  reportDrops(): void {
+    this.#sendDrops();
+  }
+
   #sendDrops(): void {
     clearTimeout(this.#dropTimer);
     this.#dropTimer = undefined;
@@ -489,10 +527,16 @@ class LogQueue {
 
   async #reopenSink(): Promise<void> {
     this.#reopenWanted = false;
-    if (!this.#sink.reopen) return;
+    if (!this.#sink.reopen) {
+      // SIGHUP still leaves a trace: an operator who sent it sees it arrived.
+      this.#enqueue(this.renderOwn("info", "log not reopened: it goes to stdout", {}));
+      return;
+    }
     try {
       await this.#sink.reopen();
       this.#dead = false;
+      // The new file says why it begins here (after any lines that were waiting).
+      this.#enqueue(this.renderOwn("info", "log reopened", { path: this.#sink.path }));
     } catch (error) {
       // Keep logging where we were rather than nowhere, and say why.
       const line = this.renderOwn("error", "cannot reopen the log", {
@@ -508,8 +552,50 @@ class LogQueue {
 // own fields only. The result is what `{ ts, level, msg, ...base, ...fields }`
 // gives through JSON.stringify (or the text form below).
 
-function formatText(ts: string, level: LogLevel, msg: string, fields: LogFields): string {
-  return `${ts} ${TEXT_LEVELS[level]} ${msg}${textFields(fields)}\n`;
+/**
+ * Shortens a message id for text lines: its first {@linkcode TEXT_ID_CHARS}
+ * characters (a UUID's first group), padded so job lines stay aligned.
+ */
+export function shortMessageId(id: string): string {
+  return id.slice(0, TEXT_ID_CHARS).padEnd(TEXT_ID_CHARS);
+}
+
+/** The parts of a text line that fields give: the id column, the stream tag, `key=value`s. */
+interface TextParts {
+  /** `2042bd8a ` (the shortened message id and a space), or "". */
+  id: string;
+  /** `stdout| ` for a line of job output, or "". */
+  tag: string;
+  /** ` key=value` for every other field. */
+  rest: string;
+}
+
+/**
+ * Renders fields for a text line. The message id and the output stream lead the
+ * line, before its message, so job lines line up; `hidden` fields are left out.
+ */
+function textParts(fields: LogFields, hidden?: (key: string) => boolean): TextParts {
+  const parts: TextParts = { id: "", tag: "", rest: "" };
+  for (const key in fields) {
+    const value = fields[key];
+    if (value === undefined || hidden?.(key)) continue;
+    if (key === "message_id" && typeof value === "string") {
+      parts.id = `${shortMessageId(value)} `;
+    } else if (key === "stream" && typeof value === "string") {
+      parts.tag = `${value}| `;
+    } else if (key === "message_ids" && Array.isArray(value)) {
+      // A batch's ids as a plain list: `message_ids=2042bd8a,f3948bfa`.
+      const ids = value.map((id) => String(id).slice(0, TEXT_ID_CHARS));
+      parts.rest += textField(key, ids.join(","));
+    } else {
+      parts.rest += textField(key, value);
+    }
+  }
+  return parts;
+}
+
+function textLine(ts: string, level: LogLevel, msg: string, parts: TextParts): string {
+  return `${ts} ${TEXT_LEVELS[level]} ${parts.id}${parts.tag}${msg}${parts.rest}\n`;
 }
 
 function formatJson(ts: string, level: LogLevel, msg: string, fields: LogFields): string {
@@ -526,15 +612,6 @@ const TEXT_LEVELS: Record<LogLevel, string> = {
 function textField(key: string, value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
   return ` ${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`;
-}
-
-function textFields(fields: LogFields): string {
-  let out = "";
-  for (const key in fields) {
-    const value = fields[key];
-    if (value !== undefined) out += textField(key, value);
-  }
-  return out;
 }
 
 function jsonFields(fields: LogFields): string {
@@ -587,24 +664,42 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const clock = options.now;
   const timestamp = clock ? () => clock().toISOString() : isoNow;
   const json = format === "json";
-  const slow = json ? formatJson : formatText;
+  const context = new Set(options.textContext ?? TEXT_CONTEXT_FIELDS);
+  /** The text form of `{ ...base, ...own }`: context fields only when the line gave them. */
+  const slowText = (ts: string, level: LogLevel, msg: string, base: LogFields, own: LogFields) =>
+    textLine(
+      ts,
+      level,
+      msg,
+      textParts({ ...base, ...own }, (key) => context.has(key) && !Object.hasOwn(own, key)),
+    );
 
   const build = (base: LogFields): Logger => {
     const baseEmpty = Object.keys(base).length === 0;
     // A base with ts/level/msg of its own overrides them: leave such loggers to the slow path.
     const fast = !("ts" in base || "level" in base || "msg" in base);
-    const baseText = fast ? (json ? jsonFields(base) : textFields(base)) : "";
+    const baseJson = fast && json ? jsonFields(base) : "";
+    const baseText = fast && !json ? textParts(base, (key) => context.has(key)) : undefined;
     const render = (level: LogLevel, msg: string, fields: LogFields | undefined): string => {
       const ts = timestamp();
       if (!fast || (fields !== undefined && clashes(base, fields, baseEmpty))) {
-        return slow(ts, level, msg, fields === undefined ? base : { ...base, ...fields });
+        if (json) {
+          return formatJson(ts, level, msg, fields === undefined ? base : { ...base, ...fields });
+        }
+        return slowText(ts, level, msg, base, fields ?? {});
       }
       if (json) {
         const own = fields === undefined ? "" : jsonFields(fields);
-        return `{"ts":"${ts}","level":"${level}","msg":${JSON.stringify(msg)}${baseText}${own}}\n`;
+        return `{"ts":"${ts}","level":"${level}","msg":${JSON.stringify(msg)}${baseJson}${own}}\n`;
       }
-      const own = fields === undefined ? "" : textFields(fields);
-      return `${ts} ${TEXT_LEVELS[level]} ${msg}${baseText}${own}\n`;
+      if (fields === undefined) return textLine(ts, level, msg, baseText!);
+      // No key in both (see clashes): the line's own id and stream take the columns if given.
+      const own = textParts(fields);
+      return textLine(ts, level, msg, {
+        id: own.id || baseText!.id,
+        tag: own.tag || baseText!.tag,
+        rest: baseText!.rest + own.rest,
+      });
     };
     const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
       if (LEVELS[level] < threshold) return;
@@ -620,12 +715,17 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       error: (msg, fields) => emit("error", msg, fields),
       with: (fields) => build({ ...base, ...fields }),
       reopen: () => queue.reopen(),
+      reportDrops: () => queue.reportDrops(),
       outputRoom: () => queue.outputRoom(),
       close: () => queue.close(),
     };
   };
   const root = options.fields ?? {};
   const rootLogger = build(root);
-  queue.renderOwn = (level, msg, fields) => slow(timestamp(), level, msg, { ...root, ...fields });
+  // The logger's own lines (drops, reopen) keep the root fields, in text too.
+  queue.renderOwn = (level, msg, fields) =>
+    json
+      ? formatJson(timestamp(), level, msg, { ...root, ...fields })
+      : slowText(timestamp(), level, msg, {}, { ...root, ...fields });
   return rootLogger;
 }

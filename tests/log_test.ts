@@ -3,11 +3,12 @@
  * sink (a stalled sink never blocks the caller, job output is dropped first and
  * counted, one line reports it), the flush bound of close(), write errors, the
  * file sink and SIGHUP's reopen, the rendering; and, black-box, a process whose
- * stdout (or `-o` FIFO) nobody reads keeps its timers and signals alive.
+ * stdout (or `-o` FIFO) nobody reads keeps its timers and signals alive, and the
+ * text log of a worker against the emulator.
  *
  * Every wait has a generous deadline; nothing asserts tight wall-clock times.
  */
-import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import {
   createLogger,
   type LogFields,
@@ -15,6 +16,9 @@ import {
   type LogSink,
   OUTPUT_STALL_MS,
 } from "../src/log.ts";
+import { awsEnv, sqsBackends, uniqueName } from "./support/local_aws.ts";
+import { createQueue, deleteQueue, sendMessages, testClient } from "./support/sqs.ts";
+import { startWorker } from "./support/worker.ts";
 
 const decoder = new TextDecoder();
 
@@ -271,6 +275,11 @@ Deno.test("log: the file sink appends, and reopen() follows logrotate", async ()
     ok(old.startsWith("kept\n"), "appended to what was there");
     deepStrictEqual(jsonLines(old.slice(5)).map((line) => line.msg).slice(0, 1), ["before"]);
     ok(next.includes('"msg":"after"'));
+    deepStrictEqual(
+      jsonLines(next).filter((line) => line.msg === "log reopened").map((line) => line.path),
+      [path],
+      "the new file says why it begins",
+    );
     ok(!old.includes('"msg":"after"'));
     strictEqual((old + next).split('"msg":"still old"').length, 2, "exactly once");
     strictEqual(jsonLines(next).at(-1)?.queue, "q");
@@ -305,23 +314,51 @@ Deno.test("log: a reopen that fails keeps writing to the old file and says why",
   }
 });
 
-/** What the logger printed before it went asynchronous: the reference rendering. */
-function reference(format: "json" | "text", level: string, msg: string, fields: LogFields) {
+/**
+ * The reference rendering: JSON as the logger printed it before it went
+ * asynchronous; text with the message id (shortened) and the output stream
+ * leading, and the base's `queue` left out unless the line gave it itself.
+ */
+function reference(
+  format: "json" | "text",
+  level: string,
+  msg: string,
+  base: LogFields,
+  own: LogFields = {},
+) {
   const ts = "2024-05-06T07:08:09.010Z";
+  const fields = { ...base, ...own };
   if (format === "json") return JSON.stringify({ ts, level, msg, ...fields }) + "\n";
-  const extras = Object.entries(fields)
-    .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => {
-      const text = typeof value === "string" ? value : JSON.stringify(value);
-      return `${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`;
-    });
-  return [ts, level.toUpperCase().padEnd(5), msg, ...extras].join(" ") + "\n";
+  let id = "";
+  let tag = "";
+  const extras: string[] = [];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined || (key === "queue" && !Object.hasOwn(own, key))) continue;
+    if (key === "message_id" && typeof value === "string") {
+      id = value.slice(0, 8).padEnd(8) + " ";
+      continue;
+    }
+    if (key === "stream" && typeof value === "string") {
+      tag = `${value}| `;
+      continue;
+    }
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    extras.push(`${key}=${/[\s"=]/.test(text) ? JSON.stringify(text) : text}`);
+  }
+  return [ts, level.toUpperCase().padEnd(5), `${id}${tag}${msg}`, ...extras].join(" ") + "\n";
 }
 
 Deno.test("log: lines render as before, whatever the fields", async () => {
   const cases: { base: LogFields; fields?: LogFields; msg: string }[] = [
     { base: {}, msg: "plain" },
     { base: { queue: "https://x/q" }, fields: { stream: "stdout" }, msg: 'a "quoted"\tline' },
+    {
+      base: { queue: "q", message_id: "2042bd8a-d39e-41f8-b394-2ea376f176e6" },
+      fields: { stream: "stderr" },
+      msg: "job output",
+    },
+    { base: { message_id: "short" }, fields: { receive_count: 1 }, msg: "job started" },
+    { base: { queue: "q" }, fields: { message_id: "a729cef6-c195" }, msg: "released" },
     {
       base: { queue: "q", message_id: "m" },
       fields: { exit_code: 0, duration_ms: 12.5 },
@@ -347,12 +384,77 @@ Deno.test("log: lines render as before, whatever the fields", async () => {
       const expected: string[] = [];
       for (const { base, fields, msg } of cases) {
         root.with(base)[level](msg, fields);
-        expected.push(reference(format, level, msg, { ...base, ...fields }));
+        expected.push(reference(format, level, msg, base, fields));
       }
       await root.close();
       strictEqual(sink.text(), expected.join(""), `${format} ${level}`);
     }
   }
+});
+
+Deno.test("log: text names the queue only where a line gives it; ids short, streams leading", async () => {
+  const sink = stalledSink();
+  sink.release();
+  const log = createLogger({ format: "text", sink: sink.sink, now: () => new Date(0) });
+  const queue = log.with({ queue: "https://sqs/1/q" });
+  queue.info("worker started", { queue: "https://sqs/1/q", run: "job.ts" });
+  const job = queue.with({ message_id: "2042bd8a-d39e-41f8-b394-2ea376f176e6" });
+  job.info("job started", { receive_count: 1 });
+  job.info("hello", { stream: "stdout" });
+  queue.info("batch", { message_ids: ["2042bd8a-d39e", "f3948bfa-2a5a"] });
+  await log.close();
+  const ts = "1970-01-01T00:00:00.000Z";
+  strictEqual(
+    sink.text(),
+    `${ts} INFO  worker started queue=https://sqs/1/q run=job.ts\n` +
+      `${ts} INFO  2042bd8a job started receive_count=1\n` +
+      `${ts} INFO  2042bd8a stdout| hello\n` +
+      `${ts} INFO  batch message_ids=2042bd8a,f3948bfa\n`,
+  );
+});
+
+Deno.test("log: JSON keeps the queue and the whole message id on every line", async () => {
+  const sink = stalledSink();
+  sink.release();
+  const log = createLogger({ format: "json", sink: sink.sink });
+  const id = "2042bd8a-d39e-41f8-b394-2ea376f176e6";
+  const job = log.with({ queue: "q" }).with({ message_id: id });
+  job.info("job started", { receive_count: 1 });
+  log.with({ queue: "q" }).info("worker started", { queue: "q", run: "x" });
+  await log.close();
+  const [started, worker] = sink.lines();
+  deepStrictEqual([started.queue, started.message_id], ["q", id]);
+  deepStrictEqual(Object.keys(worker), ["ts", "level", "msg", "queue", "run"]);
+});
+
+Deno.test("log: SIGHUP on stdout still leaves a line", async () => {
+  const sink = stalledSink();
+  sink.release();
+  const log = createLogger({ format: "json", sink: sink.sink, fields: { queue: "q" } });
+  log.reopen();
+  await waitFor("the line", () => sink.lines().length === 1);
+  await log.close();
+  deepStrictEqual(sink.lines().map((line) => [line.msg, line.queue]), [
+    ["log not reopened: it goes to stdout", "q"],
+  ]);
+});
+
+Deno.test("log: reportDrops() tells onDropped at once, not at its next report", async () => {
+  const sink = stalledSink();
+  const dropped: number[][] = [];
+  const log = createLogger({
+    format: "json",
+    sink: sink.sink,
+    bufferChars: 2_000,
+    onDropped: (output, worker) => dropped.push([output, worker]),
+  });
+  for (let i = 0; i < 100; i++) log.info("job says something", { stream: "stdout" });
+  await sink.firstWrite;
+  log.reportDrops?.();
+  strictEqual(dropped.length, 1);
+  ok(dropped[0][0] > 0 && dropped[0][1] === 0, JSON.stringify(dropped));
+  sink.release();
+  await log.close();
 });
 
 Deno.test("log: lines below the level are not written", async () => {
@@ -575,4 +677,85 @@ Deno.test("log: outputRoom holds job output while a slow sink writes, and lets g
   strictEqual(stalled.outputRoom?.(), undefined, "a stalled sink holds readers again");
   sink.release();
   await stalled.close();
+});
+
+// ---------------------------------------------------------------------------
+// Black box against the emulator: the text log a worker writes, as an operator reads it.
+
+Deno.test({
+  name: "log: a text log names the queue once, shortens ids, orders releases, sums up at stop",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // ElasticMQ: its long poll answers the moment a release makes the message visible,
+    // often before the release's own answer arrives (moto's polling seldom does).
+    const backend = sqsBackends().find((entry) => entry.name === "elasticmq")!;
+    const client = testClient(backend.endpoint);
+    const url = await createQueue(client, uniqueName("log-text"));
+    const dir = await Deno.makeTempDir({ prefix: "sqsrun-log-text-" });
+    const job = `${dir}/job.sh`;
+    // Fails its first two deliveries: with --backoff off each release is visible at once,
+    // so the next delivery races the release's answer.
+    await Deno.writeTextFile(
+      job,
+      '#!/bin/sh\necho "run $SQSRUN_RECEIVE_COUNT"\n[ "$SQSRUN_RECEIVE_COUNT" -ge 3 ]\n',
+    );
+    await Deno.chmod(job, 0o755);
+    const env = { ...awsEnv(backend.endpoint), PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" };
+    const worker = startWorker(
+      [
+        "-q",
+        url,
+        "--exec",
+        job,
+        "-c",
+        "2",
+        "--wait",
+        "5",
+        "--backoff",
+        "off",
+        "--log-format",
+        "text",
+      ],
+      { env },
+    );
+    try {
+      const [id] = await sendMessages(client, url, ["flaky"]);
+      const text = () => worker.lines.map((line) => line.msg);
+      await waitFor("the third run", () => text().some((line) => line.includes("job finished")));
+      worker.signal("SIGTERM");
+      strictEqual((await worker.exit(30_000)).code, 0);
+      const lines = text();
+      const withQueue = lines.filter((line) => line.includes(url));
+      strictEqual(withQueue.length, 1, withQueue.join("\n"));
+      match(withQueue[0], / INFO {2}worker started queue=\S+ exec=/);
+      const short = id.slice(0, 8);
+      const jobLines = lines.filter((line) => line.includes(` ${short} `));
+      ok(jobLines.length >= 9, lines.join("\n"));
+      ok(!lines.some((line) => line.includes(id)), "the whole id is in no line");
+      // The id column starts each job line at the same place: the message follows it.
+      const at = jobLines[0].indexOf(` ${short} `);
+      ok(jobLines.every((line) => line.indexOf(` ${short} `) === at), jobLines.join("\n"));
+      ok(jobLines.some((line) => line.includes(`${short} stdout| run 1`)), jobLines.join("\n"));
+      // Each release is logged before the next delivery's job starts.
+      const events = jobLines.map((line) =>
+        line.includes("message released")
+          ? "released"
+          : line.includes("job started")
+          ? "started"
+          : ""
+      ).filter(Boolean);
+      deepStrictEqual(events, ["started", "released", "started", "released", "started"]);
+      const stopped = lines.find((line) => line.includes("worker stopped"))!;
+      match(
+        stopped,
+        / worker stopped uptime_s=[\d.]+ received=3 jobs_run=3 succeeded=1 failed=2 killed=0 deleted=1 released=2 parked=0 lines_dropped=0$/,
+      );
+    } finally {
+      await worker.stop();
+      await deleteQueue(client, url);
+      client.destroy();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -198,7 +198,12 @@ Deno.test({
         strictEqual(received.reduce((a, b) => a + b, 0), 2);
         ok(only("messages.received").every((l) => l.endsWith(`|c|#${tags}`)));
         ok(agent.datagrams.every((d) => new TextEncoder().encode(d).length <= 1432));
-        ok(!worker.lines.some((l) => /statsd/i.test(JSON.stringify(l))), "no complaint");
+        const started = worker.lines.find(line("worker started"));
+        strictEqual(started?.statsd, `127.0.0.1:${agent.port}`, "the start names the target");
+        ok(
+          !worker.lines.some((l) => l !== started && /statsd/i.test(JSON.stringify(l))),
+          "no complaint",
+        );
       } finally {
         agent.close();
       }
@@ -294,7 +299,11 @@ Deno.test({
       strictEqual(value(`sqsrun_jobs_killed_total{${q}}`), 0);
       strictEqual(value(`sqsrun_receive_errors_total{${q}}`), 0);
       strictEqual(value(`sqsrun_s3_objects_missing_total{${q}}`), 0);
+      strictEqual(value(`sqsrun_jobs_succeeded_total{${q}}`), 2);
+      strictEqual(value(`sqsrun_jobs_failed_total{${q}}`), 1);
+      strictEqual(value(`sqsrun_messages_parked_total{${q}}`), 0);
       ok(value(`sqsrun_receive_calls_total{${q}}`)! >= 1);
+      strictEqual(worker.lines.find(line("worker started"))?.http, url, "the start names it");
       strictEqual(value(`sqsrun_job_duration_seconds_count{${q},success="1"}`), 2);
       strictEqual(value(`sqsrun_job_duration_seconds_count{${q},success="0"}`), 1);
       strictEqual(value(`sqsrun_job_duration_seconds_bucket{${q},success="1",le="+Inf"}`), 2);
@@ -335,6 +344,26 @@ Deno.test({
       const status = await worker.exit(20_000);
       strictEqual(status.code, 0);
       ok((await fixture.ledger()).includes("slow"), "the running job finished during the drain");
+      // The summary: what /metrics said above, plus the slow job.
+      const stopped = worker.lines.find(line("worker stopped"))!;
+      ok(typeof stopped.uptime_s === "number" && stopped.uptime_s > 0, JSON.stringify(stopped));
+      deepStrictEqual(
+        Object.fromEntries(
+          ["received", "jobs_run", "succeeded", "failed", "killed", "deleted", "released"]
+            .concat(["parked", "lines_dropped"]).map((key) => [key, stopped[key]]),
+        ),
+        {
+          received: value(`sqsrun_messages_received_total{${q}}`)! + 1,
+          jobs_run: value(`sqsrun_jobs_started_total{${q}}`)! + 1,
+          succeeded: value(`sqsrun_jobs_succeeded_total{${q}}`)! + 1,
+          failed: value(`sqsrun_jobs_failed_total{${q}}`),
+          killed: value(`sqsrun_jobs_killed_total{${q}}`),
+          deleted: value(`sqsrun_messages_deleted_total{${q}}`)! + 1,
+          released: value(`sqsrun_messages_released_total{${q}}`),
+          parked: value(`sqsrun_messages_parked_total{${q}}`),
+          lines_dropped: 0,
+        },
+      );
       await fetch(`${url}/healthz`).then(
         () =>
           ok(false, "the listener is closed after the worker stopped"),

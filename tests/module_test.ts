@@ -121,6 +121,12 @@ export async function run(body: string, context: { receiveCount: number }): Prom
         [failId, 1, undefined],
       ]);
       ok(String(failed[0].error).includes("first try fails"), JSON.stringify(failed[0]));
+      // One line per failure: the end line carries the module's own stack, nothing of sqsrun's.
+      const stack = String(failed[0].stack);
+      ok(stack.startsWith("Error: first try fails") && stack.includes("job.ts:"), stack);
+      ok(!/host\.ts|ext:|\/src\//.test(stack), stack);
+      const warnings = worker.lines.filter((line) => line.level === "warn");
+      deepStrictEqual(warnings.map((line) => line.msg), ["job failed"]);
       const finished = worker.lines.filter((line) => line.msg === "job finished");
       deepStrictEqual(finished.map((line) => line.message_id).sort(), [okId, failId].sort());
     });
@@ -233,6 +239,10 @@ export async function run(body: string, context: { receiveCount: number }): Prom
       });
       strictEqual(worker.lines.filter((line) => line.msg === "job finished").length, 2);
       strictEqual(worker.stderr(), "", "nothing reaches stderr");
+      ok(
+        !worker.lines.some((line) => line.msg === "uncaught error in the module"),
+        "one line each",
+      );
     });
   });
 
@@ -321,7 +331,11 @@ export function terminate(): void {
       strictEqual(aborts.length, 1);
       ok(aborts[0] <= terminates[0] + 50, "the signal fires with the first terminate");
       const failed = worker.lines.find((line) => line.msg === "job failed");
-      deepStrictEqual([failed?.outcome, failed?.signal], ["killed", null]);
+      deepStrictEqual([failed?.outcome, failed?.signal, failed?.exit_code], [
+        "killed",
+        null,
+        undefined,
+      ]);
       ok(!worker.lines.some((line) => line.msg === "killing job"), "no SIGKILL was needed");
     });
   },
@@ -365,7 +379,11 @@ export function run(body: string, context: { receiveCount: number }): void {
       }, 20_000);
       await waitUntil("the queue is empty", () => queueEmpty(fixture));
       const killed = worker.lines.find((line) => line.msg === "job failed");
-      deepStrictEqual([killed?.signal, killed?.outcome], ["SIGKILL", "killed"]);
+      deepStrictEqual([killed?.signal, killed?.outcome, killed?.exit_code], [
+        "SIGKILL",
+        "killed",
+        undefined,
+      ]);
       ok(
         worker.lines.some((line) => String(line.msg).includes("its thread cannot be stopped")),
         "the stuck thread is reported",

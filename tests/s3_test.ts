@@ -400,6 +400,14 @@ Deno.test({
         async () => await queueTotal(fixture) === 1,
       );
       ok(worker.lines.every((l) => l.msg !== "the job succeeded but its follow-up failed"));
+      // Each deletion leaves one line, and the start line names the mode.
+      const deleted = worker.lines.filter((l) => l.msg === "S3 object deleted");
+      deepStrictEqual(deleted.map((l) => [l.s3_bucket, l.s3_key]), [
+        [fixture.bucket, "done with it.txt"],
+      ]);
+      ok(typeof deleted[0].message_id === "string", "the line names the message");
+      const started = worker.lines.find((l) => l.msg === "worker started");
+      deepStrictEqual([started?.s3, started?.s3_delete, started?.s3_gunzip], [true, true, false]);
     }),
 });
 

@@ -886,6 +886,12 @@ if [ "$(grep -c start "$LEDGER")" -gt 5 ]; then sleep 9; fi`,
       });
       ok((await Deno.readTextFile(`${logPath}.1`)).includes("worker started"));
       ok(!(await Deno.readTextFile(`${logPath}.1`)).includes("job finished"));
+      // The reopen leaves one line, in the new file: the operator sees SIGHUP arrived.
+      const reopened = (await Deno.readTextFile(logPath)).split("\n").filter((text) =>
+        text.includes('"msg":"log reopened"')
+      );
+      strictEqual(reopened.length, 1);
+      strictEqual(JSON.parse(reopened[0]).path, logPath);
     });
   });
 

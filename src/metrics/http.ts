@@ -7,7 +7,8 @@
 import type { Address } from "../config.ts";
 import { describeError, RuntimeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type JobFinished, partlyFailed, type WorkerMetrics } from "./metrics.ts";
+import type { JobFinished, WorkerMetrics } from "./metrics.ts";
+import { type CounterName, createTally, type Tally } from "./tally.ts";
 
 /**
  * Upper bounds of the job duration histogram, in seconds: jobs range from a few
@@ -76,6 +77,11 @@ export interface HttpMetricsOptions {
   /** See {@linkcode healthWindowMs}. */
   healthWindowMs: number;
   log: Logger;
+  /**
+   * The worker's counters, which `/metrics` shows as they are (the worker counts
+   * into it; the stop summary reads it too). Default: a tally of this sink's own.
+   */
+  tally?: Tally;
   /** Monotonic clock in ms, for tests. */
   now?: () => number;
 }
@@ -120,7 +126,8 @@ function formatNumber(value: number): string {
   return String(value);
 }
 
-const COUNTERS = {
+/** Each counter of the tally: its Prometheus name and help. */
+const COUNTERS: Record<CounterName, readonly [string, string]> = {
   messagesReceived: ["sqsrun_messages_received_total", "Messages received from SQS."],
   messagesDeleted: [
     "sqsrun_messages_deleted_total",
@@ -130,7 +137,16 @@ const COUNTERS = {
     "sqsrun_messages_released_total",
     "Messages given back to the queue (failed job, malformed message, shutdown).",
   ],
+  messagesParked: [
+    "sqsrun_messages_parked_total",
+    "Poison messages hidden instead of run (--max-receives without a redrive policy).",
+  ],
   jobsStarted: ["sqsrun_jobs_started_total", "Jobs started (--lambda: invocations)."],
+  jobsSucceeded: ["sqsrun_jobs_succeeded_total", "Jobs that finished and succeeded."],
+  jobsFailed: [
+    "sqsrun_jobs_failed_total",
+    "Jobs that finished and failed, not counting those killed.",
+  ],
   jobMessages: [
     "sqsrun_job_messages_total",
     "Messages carried by the jobs that finished (per job: the --lambda batch size).",
@@ -169,9 +185,11 @@ const COUNTERS = {
     "sqsrun_s3_objects_missing_total",
     "S3 records whose object no longer existed (--s3).",
   ],
-} as const;
-
-type CounterName = keyof typeof COUNTERS;
+  s3ObjectsDeleted: [
+    "sqsrun_s3_objects_deleted_total",
+    "S3 objects deleted after their jobs succeeded (--s3-delete).",
+  ],
+};
 
 /**
  * Starts serving `/metrics` and `/healthz`. A port in use or an unusable host is a
@@ -180,9 +198,9 @@ type CounterName = keyof typeof COUNTERS;
 export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
   const now = options.now ?? (() => performance.now());
   const labels = `queue="${escapeLabel(options.queue)}"`;
-  const counters = Object.fromEntries(
-    Object.keys(COUNTERS).map((key) => [key, 0]),
-  ) as Record<CounterName, number>;
+  // Given one, the worker feeds it; otherwise this sink counts into its own.
+  const ownTally = options.tally === undefined ? createTally() : undefined;
+  const counters = (options.tally ?? ownTally!).counts;
   const durations = { "0": new Histogram(), "1": new Histogram() };
   const ages = new Histogram();
   const lateness = new Histogram(LATENESS_BUCKETS);
@@ -317,9 +335,11 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
     health_window_s: options.healthWindowMs / 1000,
   });
 
-  const add = (key: CounterName, value = 1) => {
-    counters[key] += value;
-  };
+  // Counting is the tally's: fed by the worker, this sink adds histograms, gauges and health only.
+  const counted =
+    <A extends unknown[]>(count: ((...args: A) => void) | undefined) => (...args: A) => {
+      count?.(...args);
+    };
   return {
     url,
     starting: (reason) => {
@@ -330,33 +350,30 @@ export function startHttpMetrics(options: HttpMetricsOptions): HttpMetrics {
       lastAlive = now();
     },
     polled: () => {
-      add("receiveCalls");
+      ownTally?.polled();
       lastAlive = now();
       lastReceiveEpoch = Date.now();
     },
-    messagesReceived: (n) => add("messagesReceived", n),
-    receiveError: () => add("receiveErrors"),
+    messagesReceived: counted(ownTally?.messagesReceived),
+    receiveError: counted(ownTally?.receiveError),
     jobStarted: (ageMs) => {
-      add("jobsStarted");
+      ownTally?.jobStarted(ageMs);
       if (ageMs !== undefined) ages.observe(Math.max(0, ageMs) / 1000);
     },
     jobFinished: (job: JobFinished) => {
       durations[job.succeeded ? "1" : "0"].observe(job.durationMs / 1000);
-      if (job.killed) add("jobsKilled");
-      add("jobMessages", job.messages ?? 1);
-      if (partlyFailed(job)) add("jobsPartlyFailed");
+      ownTally?.jobFinished(job);
     },
-    messageDeleted: () => add("messagesDeleted"),
-    messageReleased: () => add("messagesReleased"),
-    visibilityExtended: () => add("visibilityExtended"),
+    messageDeleted: counted(ownTally?.messageDeleted),
+    messageReleased: counted(ownTally?.messageReleased),
+    messageParked: counted(ownTally?.messageParked),
+    visibilityExtended: counted(ownTally?.visibilityExtended),
     extensionSent: (lateMs) => lateness.observe(Math.max(0, lateMs) / 1000),
-    visibilityLapsed: () => add("visibilityLapsed"),
-    deleteUncertain: () => add("deletesUncertain"),
-    logLinesDropped: (jobOutput, worker) => {
-      add("logLinesDroppedJob", jobOutput);
-      add("logLinesDroppedWorker", worker);
-    },
-    s3ObjectMissing: () => add("s3ObjectsMissing"),
+    visibilityLapsed: counted(ownTally?.visibilityLapsed),
+    deleteUncertain: counted(ownTally?.deleteUncertain),
+    logLinesDropped: counted(ownTally?.logLinesDropped),
+    s3ObjectMissing: counted(ownTally?.s3ObjectMissing),
+    s3ObjectDeleted: counted(ownTally?.s3ObjectDeleted),
     slots: (runningNow, freeNow) => {
       // Leaving the all-busy state restarts the clock: the loop polls again from here.
       if (running > 0 && free === 0 && !(runningNow > 0 && freeNow === 0)) lastAlive = now();

@@ -43,7 +43,10 @@ export interface WorkerMetrics {
   /** A job ended. */
   jobFinished(job: JobFinished): void;
   messageDeleted(): void;
+  /** Made visible again: after a failure (with its back-off delay), or given back at once. */
   messageReleased(): void;
+  /** Hidden as poison (`--max-receives` without a redrive policy): not run, not released. */
+  messageParked(): void;
   visibilityExtended(): void;
   /**
    * An extension call went out `lateMs` after it was due (what a busy main thread
@@ -58,6 +61,8 @@ export interface WorkerMetrics {
   logLinesDropped(jobOutput: number, worker: number): void;
   /** An S3 record named an object that no longer exists. */
   s3ObjectMissing(): void;
+  /** `--s3-delete` deleted a succeeded job's S3 object. */
+  s3ObjectDeleted(): void;
   /** Jobs running and slots free, after every change. */
   slots(running: number, free: number): void;
   /** The worker stopped receiving (drain); health turns unready. */
@@ -79,12 +84,14 @@ export function noMetrics(): WorkerMetrics {
     jobFinished: nothing,
     messageDeleted: nothing,
     messageReleased: nothing,
+    messageParked: nothing,
     visibilityExtended: nothing,
     extensionSent: nothing,
     visibilityLapsed: nothing,
     deleteUncertain: nothing,
     logLinesDropped: nothing,
     s3ObjectMissing: nothing,
+    s3ObjectDeleted: nothing,
     slots: nothing,
     draining: nothing,
     close: () => Promise.resolve(),
@@ -107,12 +114,14 @@ export function fanOut(sinks: WorkerMetrics[]): WorkerMetrics {
     jobFinished: each("jobFinished"),
     messageDeleted: each("messageDeleted"),
     messageReleased: each("messageReleased"),
+    messageParked: each("messageParked"),
     visibilityExtended: each("visibilityExtended"),
     extensionSent: each("extensionSent"),
     visibilityLapsed: each("visibilityLapsed"),
     deleteUncertain: each("deleteUncertain"),
     logLinesDropped: each("logLinesDropped"),
     s3ObjectMissing: each("s3ObjectMissing"),
+    s3ObjectDeleted: each("s3ObjectDeleted"),
     slots: each("slots"),
     draining: each("draining"),
     close: async () => {

@@ -177,6 +177,7 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
     },
     messageDeleted: () => count("messages.deleted"),
     messageReleased: () => count("messages.released"),
+    messageParked: () => count("messages.parked"),
     visibilityExtended: () => count("visibility.extended"),
     extensionSent: (lateMs) => emit("visibility.lateness", Math.max(0, Math.round(lateMs)), "ms"),
     visibilityLapsed: () => count("visibility.lapsed"),
@@ -186,6 +187,7 @@ export function statsdMetrics(options: StatsdOptions): WorkerMetrics {
       if (worker > 0) count("log.dropped", worker, ["source:worker"]);
     },
     s3ObjectMissing: () => count("s3.object_missing"),
+    s3ObjectDeleted: () => count("s3.object_deleted"),
     slots: (running, free) => {
       emit("jobs.running", running, "g");
       emit("slots.free", free, "g");

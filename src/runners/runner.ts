@@ -48,6 +48,8 @@ export interface MessageResult {
   succeeded: boolean;
   /** Why it failed, when the runner can say (logged as `error`). */
   error?: string;
+  /** Where it failed: the job's own stack frames, when it threw (logged as `stack`). */
+  stack?: string;
   /**
    * A failed message's next delivery, in seconds from now, when the job said when
    * to try again (an HTTP answer's `Retry-After`): it replaces the `--backoff`

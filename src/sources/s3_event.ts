@@ -249,6 +249,9 @@ function objectStep(object: S3ObjectRecord, options: S3SourceOptions, log: Logge
       } catch (error) {
         throw new RuntimeError(`cannot delete ${objectUrl(object)}: ${describeS3Error(error)}`);
       }
+      // An object gone from the bucket should leave a trace of who removed it.
+      log.info("S3 object deleted", fields);
+      options.metrics.s3ObjectDeleted();
     };
   }
   return step;

@@ -8,8 +8,9 @@
  */
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { type Options, runnerTargets } from "../config.ts";
-import type { Logger } from "../log.ts";
+import type { LogFields, Logger } from "../log.ts";
 import type { WorkerMetrics } from "../metrics/metrics.ts";
+import { summaryFields, type Tally } from "../metrics/tally.ts";
 import type { JobRunner, RunnerWait } from "../runners/runner.ts";
 import type { JobSource } from "../sources/source.ts";
 import type { SupervisedJob } from "./job.ts";
@@ -37,6 +38,10 @@ export interface LoopParts {
   runner: JobRunner;
   source: JobSource;
   metrics: WorkerMetrics;
+  /** The counters inside `metrics`, for the summary in `worker stopped`. */
+  tally: Tally;
+  /** The metrics' targets for the `worker started` line (statsd, http). */
+  metricsFields?: LogFields;
   log: Logger;
   client: SQSClient;
   settleClient: SQSClient;
@@ -94,6 +99,7 @@ export class WorkerLoop {
       stop: this.#shutdown.deadlinePassed,
       onDeleted: () => metrics.messageDeleted(),
       onReleased: () => metrics.messageReleased(),
+      onParked: () => metrics.messageParked(),
       onDeleteUncertain: () => metrics.deleteUncertain(),
     });
     this.#pipeline = new Pipeline({
@@ -154,7 +160,9 @@ export class WorkerLoop {
       this.#shutdown.dispose();
       this.#keeper.stop();
     }
-    this.#log.info("worker stopped");
+    // Drops not yet reported would be missing from the summary (and /metrics).
+    this.#parts.log.reportDrops?.();
+    this.#log.info("worker stopped", summaryFields(this.#parts.tally.counts, performance.now()));
     return 0;
   }
 
@@ -255,6 +263,8 @@ export class WorkerLoop {
 
   #admit(messages: JobMessage[]): void {
     for (const message of messages) {
+      // Back while its release is unanswered: that release's line comes first.
+      this.#settler.redelivered(message.id);
       const held = this.#keeper.holding(message.id);
       if (held) {
         this.#deliveredAgain(held, message);
@@ -322,7 +332,7 @@ function prefetchSetting(options: Options, queue: QueueSettings): number | "auto
  * the `worker started` line with the runner kind's target and what was decided.
  */
 function announceStart(log: Logger, parts: LoopParts, prefetch: number | "auto"): void {
-  const { options, queue } = parts;
+  const { options, queue, queueUrl } = parts;
   const { killTimeout, killGrace, maxReceives } = options;
   if (maxReceives !== undefined && queue.redriveLimit !== undefined) {
     log.info(
@@ -346,6 +356,8 @@ function announceStart(log: Logger, parts: LoopParts, prefetch: number | "auto")
     );
   }
   log.info("worker started", {
+    // Its own field, not the logger's: text lines name the queue here only.
+    queue: queueUrl,
     ...runnerTargets(options),
     concurrency: options.concurrency,
     prefetch,
@@ -360,5 +372,13 @@ function announceStart(log: Logger, parts: LoopParts, prefetch: number | "auto")
     kill_timeout: options.killTimeout,
     wait: options.wait,
     ...parts.runner.details,
+    ...sourceFields(options),
+    ...parts.metricsFields,
   });
+}
+
+/** The `worker started` fields of the message source: `--s3` and its switches, when on. */
+export function sourceFields(options: Pick<Options, "s3" | "s3Delete" | "s3Gunzip">): LogFields {
+  if (!options.s3) return {};
+  return { s3: true, s3_delete: options.s3Delete, s3_gunzip: options.s3Gunzip };
 }

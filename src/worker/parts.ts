@@ -7,7 +7,7 @@
  */
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { DEFAULTS, deriveTimings, LISTEN_HOST, type Options, parseAddress } from "../config.ts";
-import { createLogger, type Logger } from "../log.ts";
+import { createLogger, type LogFields, type Logger } from "../log.ts";
 import { describeError, RuntimeError } from "../errors.ts";
 import {
   createS3Client,
@@ -19,7 +19,8 @@ import {
   resolveQueueUrl,
   toRuntimeError,
 } from "../aws.ts";
-import { fanOut, noMetrics, type WorkerMetrics } from "../metrics/metrics.ts";
+import { fanOut, type WorkerMetrics } from "../metrics/metrics.ts";
+import { createTally, type Tally } from "../metrics/tally.ts";
 import { resolveStatsdAddress, statsdMetrics, statsdTags } from "../metrics/statsd.ts";
 import { healthWindowMs, startHttpMetrics } from "../metrics/http.ts";
 import { buildRunner } from "../runners/kinds.ts";
@@ -35,6 +36,10 @@ export interface OpenedParts {
   runner: JobRunner;
   log: Logger;
   metrics: WorkerMetrics;
+  /** The counters inside `metrics`: `/metrics` shows them, the stop summary reads them. */
+  tally: Tally;
+  /** What the `worker started` line adds about the metrics: the statsd target, the --http URL. */
+  metricsFields: LogFields;
   /** For receive calls (long polls). */
   client: SQSClient;
   /** For deletes and extensions, which must not wait behind a long poll's generous timeout. */
@@ -51,6 +56,7 @@ export interface OpenedParts {
 export async function openParts(options: Options): Promise<OpenedParts> {
   const runner = await buildRunner(options);
   let metrics: WorkerMetrics | undefined;
+  let opened: OpenedMetrics | undefined;
   let log: Logger;
   try {
     log = createLogger({
@@ -72,7 +78,8 @@ export async function openParts(options: Options): Promise<OpenedParts> {
   try {
     // Health answers from the first second, saying why the worker is not receiving
     // yet: a liveness probe must not restart a worker through an SQS outage.
-    metrics = await createMetrics(options, log);
+    opened = await createMetrics(options, log);
+    metrics = opened.metrics;
   } catch (error) {
     await close();
     throw error;
@@ -81,6 +88,8 @@ export async function openParts(options: Options): Promise<OpenedParts> {
     runner,
     log,
     metrics,
+    tally: opened.tally,
+    metricsFields: opened.fields,
     client: createSqsClient({ ...options, wait: options.wait }),
     settleClient: createSqsClient({ ...options, wait: 0 }),
     close,
@@ -140,13 +149,24 @@ export async function createSource(options: Options, metrics: WorkerMetrics): Pr
   });
 }
 
+/** The metrics sinks, the counters they share, and where they send. */
+interface OpenedMetrics {
+  metrics: WorkerMetrics;
+  tally: Tally;
+  fields: LogFields;
+}
+
 /**
- * Starts the metrics sinks the options ask for (DogStatsD, Prometheus/health); a
- * listener that cannot start is a RuntimeError, an absent DogStatsD agent is not.
+ * Starts the counters and the metrics sinks the options ask for (DogStatsD,
+ * Prometheus/health); a listener that cannot start is a RuntimeError, an absent
+ * DogStatsD agent is not.
  */
-async function createMetrics(options: Options, log: Logger): Promise<WorkerMetrics> {
+async function createMetrics(options: Options, log: Logger): Promise<OpenedMetrics> {
   const queue = queueName(options.queue ?? "");
-  const sinks: WorkerMetrics[] = [];
+  // Always counted: the stop summary needs the counts with or without --http.
+  const tally = createTally();
+  const sinks: WorkerMetrics[] = [tally];
+  const fields: LogFields = {};
   const statsd = resolveStatsdAddress(options.statsd);
   if (statsd) {
     sinks.push(statsdMetrics({
@@ -155,22 +175,27 @@ async function createMetrics(options: Options, log: Logger): Promise<WorkerMetri
       tags: statsdTags(options.statsdTags, queue),
       log,
     }));
+    const host = statsd.hostname.includes(":") ? `[${statsd.hostname}]` : statsd.hostname;
+    fields.statsd = `${host}:${statsd.port}`;
   }
   if (options.http) {
     try {
-      sinks.push(startHttpMetrics({
+      const http = startHttpMetrics({
         address: parseAddress(options.http, "--http", LISTEN_HOST),
         queue,
         concurrency: options.concurrency,
         healthWindowMs: healthWindowMs(options.wait, options.interval),
         log,
-      }));
+        tally,
+      });
+      sinks.push(http);
+      fields.http = http.url;
     } catch (error) {
       await Promise.all(sinks.map((sink) => sink.close()));
       throw error;
     }
   }
-  return sinks.length === 0 ? noMetrics() : fanOut(sinks);
+  return { metrics: fanOut(sinks), tally, fields };
 }
 
 /** What the worker takes from the queue's own attributes. */

@@ -259,6 +259,8 @@ export class Pipeline {
         duration_ms: end.durationMs,
         outcome: succeeded ? "succeeded" : end.killed ? "killed" : "failed",
         error: end.report.results[index]?.error,
+        // A failure is one line: where it happened rides on it (a --run module's frames).
+        stack: succeeded ? undefined : end.report.results[index]?.stack,
       };
       if (succeeded) log.info("job finished", fields);
       else log.warn("job failed", fields);

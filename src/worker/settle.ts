@@ -42,9 +42,10 @@ export interface SettlerOptions {
   maxRetryMs?: number;
   /** Time for the park computation and the pauses between retries; default the real clock. */
   clock?: Clock;
-  /** Called after each successful delete / release (for metrics). */
+  /** Called after each successful delete / release / park (for metrics). */
   onDeleted?: () => void;
   onReleased?: () => void;
+  onParked?: () => void;
   /** Called when a delete may have succeeded although SQS said otherwise (for metrics). */
   onDeleteUncertain?: () => void;
 }
@@ -53,6 +54,8 @@ export interface SettlerOptions {
 export class Settler {
   #options: SettlerOptions;
   #clock: Clock;
+  /** Releases sent but not answered yet, by message id: each logs its line once. */
+  #unanswered = new Map<string, () => void>();
 
   constructor(options: SettlerOptions) {
     this.#options = options;
@@ -129,20 +132,43 @@ export class Settler {
     await this.#release(message, seconds, "parked");
   }
 
-  async #release(message: JobMessage, seconds: number, what: string): Promise<void> {
+  /**
+   * A message came back from SQS while its release was still unanswered: SQS
+   * applied it, and the answer is on its way. Its `message released` line goes
+   * out now, so the log never shows the next delivery's job before it.
+   */
+  redelivered(messageId: string): void {
+    this.#unanswered.get(messageId)?.();
+  }
+
+  async #release(
+    message: JobMessage,
+    seconds: number,
+    what: "released" | "given back" | "parked",
+  ): Promise<void> {
     this.#options.untrack(message);
-    const result = await this.#retry(
-      message,
-      "release",
-      () => this.#options.calls.changeVisibility(message.receiptHandle, seconds),
-      { untilStopped: false },
-    );
+    let said = false;
+    const say = () => {
+      if (said) return;
+      said = true;
+      this.#options.log.info(`message ${what}`, { message_id: message.id, visible_in_s: seconds });
+    };
+    this.#unanswered.set(message.id, say);
+    let result: "done" | "failed" | "uncertain";
+    try {
+      result = await this.#retry(
+        message,
+        "release",
+        () => this.#options.calls.changeVisibility(message.receiptHandle, seconds),
+        { untilStopped: false },
+      );
+    } finally {
+      if (this.#unanswered.get(message.id) === say) this.#unanswered.delete(message.id);
+    }
     if (result === "done") {
-      this.#options.onReleased?.();
-      this.#options.log.info(`message ${what}`, {
-        message_id: message.id,
-        visible_in_s: seconds,
-      });
+      if (what === "parked") this.#options.onParked?.();
+      else this.#options.onReleased?.();
+      say();
     } else {
       this.#options.log.warn(
         "could not change the message's visibility; SQS will deliver it after its timeout",

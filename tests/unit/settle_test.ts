@@ -8,9 +8,9 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { type SettleCalls, Settler, type SettlerOptions } from "../../src/worker/settle.ts";
 import { BatchEntryError } from "../../src/worker/sqs_batcher.ts";
-import { FakeClock } from "../support/fake_clock.ts";
+import { FakeClock, settle } from "../support/fake_clock.ts";
 import { RecordingLogger } from "../support/recording_logger.ts";
-import { jobMessage } from "../support/unit.ts";
+import { deferred, jobMessage } from "../support/unit.ts";
 
 /** An HTTP 503 from SQS, as the SDK shapes it. */
 function unavailable(): Error {
@@ -310,6 +310,40 @@ Deno.test("Settler: park hides the message as long as SQS allows and logs an err
   );
   strictEqual(errors[0].fields.hidden_for_s, 43_192);
   strictEqual(log.at("info")[0].msg, "message parked");
+});
+
+Deno.test("Settler: a park is counted as parked, not as released", async () => {
+  let parked = 0;
+  const { settler, counts } = settlerOn({ onParked: () => parked++ });
+  await settler.park(jobMessage("poison", { receiveCount: 7 }), 5);
+  deepStrictEqual([parked, counts.released], [1, 0]);
+});
+
+Deno.test("Settler: a message back while its release is unanswered logs its release first, once", async () => {
+  const clock = new FakeClock();
+  const answer = deferred<void>();
+  const log = new RecordingLogger();
+  const settler = new Settler({
+    calls: { delete: () => Promise.resolve(), changeVisibility: () => answer.promise },
+    untrack: () => {},
+    log,
+    clock,
+    backoff: { base: 0, max: 0 },
+  });
+  const releasing = settler.failed(jobMessage("m"));
+  await settle();
+  strictEqual(log.lines.length, 0, "nothing said before SQS answered");
+  // The next delivery: the loop tells the settler before its job can start.
+  settler.redelivered("m");
+  settler.redelivered("other");
+  deepStrictEqual(log.lines.map((line) => [line.msg, line.fields.message_id]), [
+    ["message released", "m"],
+  ]);
+  answer.resolve();
+  await releasing;
+  strictEqual(log.lines.length, 1, "said once");
+  settler.redelivered("m");
+  strictEqual(log.lines.length, 1, "a later delivery says nothing more");
 });
 
 Deno.test("Settler: park of a message received long ago hides it only for the room left", async () => {

@@ -164,19 +164,49 @@ interface ModuleJob {
   end(report: JobReport): void;
 }
 
-/** How a module job ended: the reason it failed, or that its Web Worker was ended. */
-type ModuleEnding = { error?: string; killed?: boolean };
+/**
+ * How a module job ended: the reason it failed (and the module's stack, when it
+ * threw), or that its Web Worker was ended.
+ */
+export type ModuleEnding = { error?: string; stack?: string; killed?: boolean };
 
 /**
  * A job's report: its message succeeded when `run()` returned. A Web Worker ended
  * by a final stop gets `signal: "SIGKILL"` in the end line, as an `--exec` job
- * killed after its grace does, so one query finds both (README).
+ * killed after its grace does, so one query finds both (README). A module has no
+ * exit code, so the end line has none; a thrown error's stack rides on it, so a
+ * failure is one line.
  */
-function moduleReport({ error, killed = false }: ModuleEnding): JobReport {
+export function moduleReport({ error, stack, killed = false }: ModuleEnding): JobReport {
   return {
-    results: [{ succeeded: error === undefined && !killed, error }],
+    results: [{
+      succeeded: error === undefined && !killed,
+      error,
+      stack: killed ? undefined : moduleStack(stack),
+    }],
     fields: { signal: killed ? "SIGKILL" : null },
   };
+}
+
+/** Where sqsrun's own sources are (in a compiled binary too: its virtual root). */
+const SQSRUN_SOURCES = new URL("../../", import.meta.url).href;
+
+/**
+ * The stack of an error a module threw, with only the module's own frames: those
+ * of sqsrun's host (`src/`) and of Deno's internals (`ext:`, `node:`) say nothing
+ * to the module's author. Undefined when nothing is left of it.
+ */
+export function moduleStack(
+  stack: string | undefined,
+  internal: string = SQSRUN_SOURCES,
+): string | undefined {
+  if (stack === undefined) return undefined;
+  const kept = stack.split("\n").filter((line) => {
+    if (!/^\s+at /.test(line)) return true;
+    return !line.includes(internal) && !/[( ](ext|node):/.test(line);
+  });
+  const text = kept.join("\n").trimEnd();
+  return text === "" ? undefined : text;
 }
 
 /** One Web Worker with the module loaded, running at most one job at a time. */
@@ -334,8 +364,12 @@ class ModuleWorker implements SlotResource {
       case "done":
         if (!job || job.id !== reply.id) return;
         if (reply.ok) return this.#finish(job, {}, true);
-        job.log.warn("run() threw", { error: reply.error, stack: reply.stack });
-        return this.#finish(job, { error: `run() threw: ${reply.error}` }, true);
+        // One line: the job's end line carries the error and the module's stack.
+        return this.#finish(
+          job,
+          { error: `run() threw: ${reply.error}`, stack: reply.stack },
+          true,
+        );
       case "terminated":
         if (!job || job.id !== reply.id) return;
         job.unansweredSince = undefined;
@@ -365,15 +399,14 @@ class ModuleWorker implements SlotResource {
     this.#settleLoad(new Error(`uncaught error while loading: ${error}`));
     const job = this.#job;
     if (job) {
-      // A stray error while a job runs is that job's: it fails, and the worker,
-      // whose state is now unknown, is replaced before the next job.
-      job.log.warn("uncaught error in the module", { error, stack });
-      this.#finish(job, { error: `uncaught error in the module: ${error}` }, false);
+      // A stray error while a job runs is that job's: it fails (its end line says
+      // why), and the worker, whose state is now unknown, is replaced before the next job.
+      this.#finish(job, { error: `uncaught error in the module: ${error}`, stack }, false);
       return;
     }
     this.#log()?.error("uncaught error in the module outside a job; its worker is replaced", {
       error,
-      stack,
+      stack: moduleStack(stack),
     });
     this.#shared.pool.kill(this);
   }
