@@ -2,7 +2,8 @@
  * The manual cannot drift from the code: every long flag of `sqsrun --help` is in
  * README.md or docs/, the key table of docs/configuration.md is exactly the keys a
  * configuration file accepts (`SETTINGS` of src/config.ts), every relative link between
- * the pages leads to a file and heading that exist, and README.md stays a front door.
+ * the pages leads to a file and heading that exist, every metric has a row in
+ * docs/metrics.md, and README.md stays a front door.
  * Needs no emulator.
  */
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
@@ -83,6 +84,26 @@ Deno.test("docs: the key table of docs/configuration.md is every key a configura
     `keys in docs/configuration.md no file accepts: ${unknown.join(", ")}`,
   );
   deepStrictEqual(documented, accepted, "the table lists the keys once each, in SETTINGS order");
+});
+
+/**
+ * The metric names a metrics module emits: the `sqsrun_*` series of /metrics, or the
+ * DogStatsD names given to `count(...)`/`emit(...)`, read from its source.
+ */
+export function metricNames(source: string, kind: "prometheus" | "statsd"): string[] {
+  const pattern = kind === "prometheus" ? /"(sqsrun_[a-z_]+)"/g : /(?:count|emit)\("([a-z_.]+)"/g;
+  return [...new Set([...source.matchAll(pattern)].map(([, name]) => name))].sort();
+}
+
+Deno.test("docs: every metric /metrics and DogStatsD send has a row in docs/metrics.md", () => {
+  const page = Deno.readTextFileSync(join(ROOT, "docs", "metrics.md"));
+  const rows = new Set([...page.matchAll(/^\| `([a-z_.]+)` +\|/gm)].map(([, name]) => name));
+  for (const [file, kind] of [["http.ts", "prometheus"], ["statsd.ts", "statsd"]] as const) {
+    const names = metricNames(Deno.readTextFileSync(join(ROOT, "src", "metrics", file)), kind);
+    ok(names.length > 10, `only ${names.length} metric names found in src/metrics/${file}`);
+    const missing = names.filter((name) => !rows.has(name));
+    deepStrictEqual(missing, [], `metrics of src/metrics/${file} missing from docs/metrics.md`);
+  }
 });
 
 Deno.test("docs: every relative link of README.md and docs/ leads to a file and heading that exist", () => {
