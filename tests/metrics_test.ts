@@ -9,7 +9,6 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import { parseCli } from "../src/cli.ts";
 import { parseAddress, parseConfigText, parseTags } from "../src/config.ts";
 import { UsageError } from "../src/errors.ts";
-import type { Logger } from "../src/log.ts";
 import { healthWindowMs, startHttpMetrics } from "../src/metrics/http.ts";
 import { formatLine, resolveStatsdAddress, statsdTags } from "../src/metrics/statsd.ts";
 import { assertOneLineError, runCli } from "./support/cli.ts";
@@ -17,6 +16,7 @@ import { awsEnv, motoEndpoint, uniqueName } from "./support/local_aws.ts";
 import { createQueue, deleteQueue, queueCounts, sendMessages, testClient } from "./support/sqs.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 import { type LogLine, startWorker, waitUntil, type WorkerProcess } from "./support/worker.ts";
+import { quietLogger } from "./support/recording_logger.ts";
 
 const testOptions = { sanitizeOps: false, sanitizeResources: false };
 
@@ -458,17 +458,6 @@ Deno.test({
   },
 });
 
-/** A logger that keeps nothing. */
-const quiet: Logger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-  with: () => quiet,
-  reopen() {},
-  close: () => Promise.resolve(),
-};
-
 Deno.test("http: health follows polls, busy slots and the drain (fake clock)", async () => {
   let now = 0;
   const metrics = startHttpMetrics({
@@ -476,7 +465,7 @@ Deno.test("http: health follows polls, busy slots and the drain (fake clock)", a
     queue: 'q"x',
     concurrency: 1,
     healthWindowMs: 1_000,
-    log: quiet,
+    log: quietLogger,
     now: () => now,
   });
   const status = async () => (await fetch(`${metrics.url}/healthz`).then(async (r) => {

@@ -41,3 +41,14 @@ export class RecordingLogger implements Logger {
     return this.lines.filter((line) => line.level === level);
   }
 }
+
+/** A Logger that keeps nothing, for tests that need one but read no line. */
+export const quietLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  with: () => quietLogger,
+  reopen() {},
+  close: () => Promise.resolve(),
+};

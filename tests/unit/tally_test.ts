@@ -4,20 +4,10 @@
  * from the same counts `/metrics` renders, so the two agree.
  */
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
-import type { Logger } from "../../src/log.ts";
 import { startHttpMetrics } from "../../src/metrics/http.ts";
 import { fanOut } from "../../src/metrics/metrics.ts";
 import { createTally, summaryFields } from "../../src/metrics/tally.ts";
-
-const quiet: Logger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-  with: () => quiet,
-  reopen() {},
-  close: () => Promise.resolve(),
-};
+import { quietLogger } from "../support/recording_logger.ts";
 
 Deno.test("tally: each finished job is succeeded, failed or killed; a killed job is not also failed", () => {
   const tally = createTally();
@@ -73,7 +63,7 @@ Deno.test("tally: /metrics shows the counts the summary reads, counted once thro
     queue: "q",
     concurrency: 1,
     healthWindowMs: 1_000,
-    log: quiet,
+    log: quietLogger,
     tally,
   });
   const metrics = fanOut([tally, http]);
