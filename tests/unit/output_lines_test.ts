@@ -1,6 +1,11 @@
 /** Unit tests of a process's output as log lines: joined across chunks, split when too long. */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
-import { MAX_LINE_BYTES, streamLines } from "../../src/runners/process/output_lines.ts";
+import {
+  MAX_LINE_BYTES,
+  READ_CHUNK_BYTES,
+  streamChunks,
+  streamLines,
+} from "../../src/runners/process/output_lines.ts";
 import { settle } from "../support/fake_clock.ts";
 
 const encoder = new TextEncoder();
@@ -141,4 +146,38 @@ Deno.test("streamLines: waits for the log's room before each chunk", async () =>
   open();
   await reading;
   deepStrictEqual(out, ["one", "two"]);
+});
+
+Deno.test("streamChunks: a child's pipe is read into one reused buffer, and each chunk taken is a copy of its own", async () => {
+  const child = new Deno.Command("sh", {
+    args: ["-c", "for i in 1 2 3 4 5; do echo line-$i; sleep 0.02; done; head -c 200000 /dev/zero"],
+    stdout: "piped",
+  }).spawn();
+  const chunks: Uint8Array[] = [];
+  await streamChunks(child.stdout, (chunk) => chunks.push(chunk));
+  await child.status;
+  const all = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  const text = new TextDecoder().decode(all.subarray(0, 35));
+  strictEqual(text, "line-1\nline-2\nline-3\nline-4\nline-5\n");
+  strictEqual(all.length, 35 + 200_000);
+  ok(all.subarray(35).every((byte) => byte === 0));
+  ok(chunks.length > 5, `${chunks.length} reads`);
+  // Copies: no two chunks share memory, and none is bigger than the bytes it holds.
+  strictEqual(new Set(chunks.map((chunk) => chunk.buffer)).size, chunks.length);
+  ok(chunks.every((chunk) => chunk.byteLength === chunk.buffer.byteLength));
+  ok(chunks.every((chunk) => chunk.length <= READ_CHUNK_BYTES));
+});
+
+Deno.test("streamChunks: a stream that is not a byte stream is read as it comes", async () => {
+  const taken: string[] = [];
+  await streamChunks(
+    ReadableStream.from(["a", "bc"].map((text) => encoder.encode(text))),
+    (chunk) => taken.push(new TextDecoder().decode(chunk)),
+  );
+  deepStrictEqual(taken, ["a", "bc"]);
 });

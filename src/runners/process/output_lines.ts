@@ -77,12 +77,50 @@ export async function streamLines(
   splitter.end();
 }
 
+/** Bytes a job's pipe is read with at once: one buffer per stream, reused for every read. */
+export const READ_CHUNK_BYTES = 64 * 1024;
+
 /**
- * Reads `stream` chunk by chunk into `take`; before each chunk it awaits `room`,
+ * Reads `stream` chunk by chunk into `take`; before each read it awaits `room`,
  * when given, so that a consumer that is behind slows the writer (its pipe fills)
  * rather than losing its output. Resolves at the end of the stream, or once it broke.
+ *
+ * A byte stream (a child's pipe) is read into one buffer of
+ * {@linkcode READ_CHUNK_BYTES} that every read reuses, and `take` gets a copy of
+ * just the bytes read: a job that writes a line at a time would otherwise cost a new
+ * 64 KiB buffer per read. `take` may keep or transfer what it is given.
  */
 export async function streamChunks(
+  stream: ReadableStream<Uint8Array>,
+  take: (chunk: Uint8Array) => void,
+  room?: () => Promise<void> | undefined,
+): Promise<void> {
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = stream.getReader({ mode: "byob" });
+  } catch {
+    // Not a byte stream: read it as it comes.
+    return await streamEachChunk(stream, take, room);
+  }
+  let buffer = new ArrayBuffer(READ_CHUNK_BYTES);
+  try {
+    while (true) {
+      const waiting = room?.();
+      if (waiting) await waiting;
+      const { value, done } = await reader.read(new Uint8Array(buffer));
+      if (done || value === undefined) break;
+      // The read transferred the buffer into `value`: it is the one to read into next.
+      buffer = value.buffer as ArrayBuffer;
+      take(value.slice());
+    }
+  } catch {
+    // The pipe broke; what was read has been taken.
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+async function streamEachChunk(
   stream: ReadableStream<Uint8Array>,
   take: (chunk: Uint8Array) => void,
   room?: () => Promise<void> | undefined,
