@@ -1,9 +1,11 @@
 /**
- * Profiles sqsrun's hot path once: a worker at `-c 10` runs `/bin/true` for a
- * queue of messages while the V8 inspector samples it; prints the functions
- * with the most self time, grouped by where they live.
+ * Profiles sqsrun's hot path once: a worker at `-c 10` runs `/bin/true` (or
+ * the job flags given after `--`) for a queue of messages while the V8
+ * inspector samples it; prints the functions with the most self time, grouped
+ * by where they live.
  *
- *     deno run -A scripts/bench/profile.ts ENDPOINT_URL [MESSAGES]
+ *     deno run -A scripts/bench/profile.ts ENDPOINT_URL [MESSAGES] [-- FLAGS...]
+ *     deno run -A scripts/bench/profile.ts URL 5000 -- --post http://127.0.0.1:8080/ -c 10
  *
  * @module
  */
@@ -53,11 +55,15 @@ export function summarize(
     [...entries].sort((a, b) => b[1] - a[1]).map(([k, v]) =>
       [k, (v / total) * 100] as [string, number]
     );
-  return { byFunction: share(functions).slice(0, 15), byArea: share(areas) };
+  return { byFunction: share(functions).slice(0, 30), byArea: share(areas) };
 }
 
 async function main(): Promise<void> {
-  const [endpoint, countText = "2000"] = Deno.args;
+  const separator = Deno.args.indexOf("--");
+  const [endpoint, countText = "2000"] = separator < 0 ? Deno.args : Deno.args.slice(0, separator);
+  const jobFlags = separator < 0
+    ? ["--exec", "/bin/true", "-c", "10"]
+    : Deno.args.slice(separator + 1);
   const count = Number(countText);
   const client = new SQSClient({
     region: "us-east-1",
@@ -84,10 +90,7 @@ async function main(): Promise<void> {
       join(PROJECT_ROOT, "src", "main.ts"),
       "-q",
       url,
-      "--exec",
-      "/bin/true",
-      "-c",
-      "10",
+      ...jobFlags,
       "--wait",
       "1",
       "-o",
