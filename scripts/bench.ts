@@ -235,9 +235,21 @@ async function stop(child: Deno.ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/** Which side a bench process is, from its command line: for the errors. */
+function sideName(pid: number): string {
+  let command = "";
+  try {
+    command = Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
+  } catch { /* gone */ }
+  if (command.includes("baseline.ts")) return "the TS baseline";
+  if (command.includes("go_lean")) return "the Go lean loop";
+  return command.includes("main.ts") ? "sqsrun" : "the measured process";
+}
+
 /**
  * Samples `child` until `left()` says the queue is empty (at most 10 minutes), then
- * stops it; the figures count from `started`.
+ * stops it; the figures count from `started`. A side that exits, or stalls, with
+ * messages left fails the run, naming the side and what it left.
  */
 async function watchDrain(
   child: Deno.ChildProcess,
@@ -245,18 +257,34 @@ async function watchDrain(
   messages: number,
   left: () => Promise<number>,
 ): Promise<RunFigures> {
+  const name = sideName(child.pid);
+  let exited: Deno.CommandStatus | undefined;
+  child.status.then((status) => exited = status);
   let usage = { hwmKiB: 0, rssKiB: 0, cpuSeconds: 0, childCpuSeconds: 0 };
   const deadline = Date.now() + 600_000;
+  let remainingNow = messages;
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     try {
       usage = processUsage(child.pid);
     } catch { /* exited */ }
-    if (await left() === 0) break;
+    remainingNow = await left();
+    if (remainingNow === 0) break;
+    // The lean loops stop after two empty receives, and a failed delete of theirs
+    // comes back only after the visibility timeout: give the queue that long.
+    if (exited && Date.now() > deadline - 540_000) {
+      throw new Error(
+        `${name} exited (code ${exited.code}) with ${remainingNow} of ${messages} messages left`,
+      );
+    }
   }
   const seconds = (performance.now() - started) / 1000;
   await stop(child);
-  if (await left() !== 0) throw new Error("the queue did not drain in 10 minutes");
+  if (await left() !== 0) {
+    throw new Error(
+      `${name}: the queue did not drain in 10 minutes (${remainingNow} of ${messages} left)`,
+    );
+  }
   return {
     seconds,
     messagesPerSecond: messages / seconds,
