@@ -11,9 +11,11 @@
  * flight as the Go lean loop does: the leanest `--post` on the same runtime and
  * SDK.
  *
- * Runs until the queue stays empty for two receives, then exits; with `--idle`
- * first it long-polls its (empty) queue until killed: the runtime and SDK's
- * resident memory when there is nothing to do.
+ * Runs until killed: the bench stops it once the queue is empty. (Stopping after
+ * empty receives ended runs early: an answer lost on a dropped connection, retried
+ * by the SDK, leaves its messages invisible for a visibility timeout.) With
+ * `--idle` first it long-polls (20 s): the runtime and SDK's resident memory when
+ * there is nothing to do.
  *
  * @module
  */
@@ -54,23 +56,30 @@ async function runOne(message: Message): Promise<boolean> {
   return (await child.status).success;
 }
 
+/** A failed call is said on stderr and the loop goes on, as the Go lean loop's does. */
+function trouble(what: string, error: unknown): void {
+  console.error(`baseline: ${what}: ${error instanceof Error ? error.message : error}`);
+}
+
 /** One receive loop: up to 10 messages in hand, each batch run with its own parallelism. */
 async function loop(parallel: number): Promise<void> {
-  let empty = 0;
-  while (idleOnly || empty < 2) {
-    const result = await client.send(
-      new ReceiveMessageCommand({
-        QueueUrl: queueUrl,
-        MaxNumberOfMessages: 10,
-        WaitTimeSeconds: idleOnly ? 20 : 1,
-      }),
-    );
-    const messages = result.Messages ?? [];
-    if (messages.length === 0) {
-      empty += 1;
+  for (;;) {
+    let messages: Message[];
+    try {
+      const result = await client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: idleOnly ? 20 : 1,
+        }),
+      );
+      messages = result.Messages ?? [];
+    } catch (error) {
+      trouble("receive", error);
+      await new Promise((resolve) => setTimeout(resolve, 100));
       continue;
     }
-    empty = 0;
+    if (messages.length === 0) continue;
     const done: Message[] = [];
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(parallel, messages.length) }, async () => {
@@ -88,7 +97,7 @@ async function loop(parallel: number): Promise<void> {
             ReceiptHandle: message.ReceiptHandle!,
           })),
         }),
-      );
+      ).catch((error) => trouble("delete", error));
     }
   }
 }
