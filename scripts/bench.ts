@@ -464,35 +464,43 @@ async function idle(
 ): Promise<{ cpuPercent: number; rssMiB: number; baselineRssMiB: number; denoRssMiB: number }> {
   const url = await createQueue(bench, `bench-idle-${crypto.randomUUID().slice(0, 8)}`);
   try {
-    const child = spawnSqsrun(bench, ["-q", url, "--exec", "/bin/true", "-o", "/dev/null"]);
-    let ours: { cpuPercent: number; rssMiB: number };
-    try {
-      ours = await sampleUsage(child.pid, 2_000, seconds);
-    } finally {
-      await stop(child);
-    }
+    const ours = await sampleThenStop(
+      spawnSqsrun(bench, ["-q", url, "--exec", "/bin/true", "-o", "/dev/null"]),
+      2_000,
+      seconds,
+    );
     // The floors: Deno and the same SQS client long-polling, and nothing else; Deno alone.
-    const baseline = spawnBaseline(bench, ["--idle", url, "1", "/bin/true"]);
-    let baselineRssMiB: number;
-    try {
-      baselineRssMiB = (await sampleUsage(baseline.pid, 2_000, Math.min(seconds, 20))).rssMiB;
-    } finally {
-      await stop(baseline);
-    }
-    const bare = new Deno.Command(Deno.execPath(), {
-      args: ["eval", "setTimeout(() => {}, 600_000)"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "inherit",
-    }).spawn();
-    try {
-      const denoRssMiB = (await sampleUsage(bare.pid, 1_000, 3)).rssMiB;
-      return { ...ours, baselineRssMiB, denoRssMiB };
-    } finally {
-      await stop(bare);
-    }
+    const baseline = await sampleThenStop(
+      spawnBaseline(bench, ["--idle", url, "1", "/bin/true"]),
+      2_000,
+      Math.min(seconds, 20),
+    );
+    const bare = await sampleThenStop(
+      new Deno.Command(Deno.execPath(), {
+        args: ["eval", "setTimeout(() => {}, 600_000)"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "inherit",
+      }).spawn(),
+      1_000,
+      3,
+    );
+    return { ...ours, baselineRssMiB: baseline.rssMiB, denoRssMiB: bare.rssMiB };
   } finally {
     await bench.client.send(new DeleteQueueCommand({ QueueUrl: url })).catch(() => {});
+  }
+}
+
+/** Samples `child` (see sampleUsage), then stops it, whatever happened. */
+async function sampleThenStop(
+  child: Deno.ChildProcess,
+  warmupMs: number,
+  seconds: number,
+): Promise<{ cpuPercent: number; rssMiB: number }> {
+  try {
+    return await sampleUsage(child.pid, warmupMs, seconds);
+  } finally {
+    await stop(child);
   }
 }
 
@@ -1284,7 +1292,7 @@ async function main(): Promise<void> {
       "8. Tried and not kept: the SDK's `fetch` HTTP handler instead of `node:http` (three alternating",
       "   pairs, 892-1005 against 932-1011 messages/s: no winner); fewer `--post` headers and no abort",
       "   signal per request (within the noise); V8 flags for idle memory (`--max-semi-space-size=1`,",
-      "   `--optimize-for-size`: 64-66 MiB against 68 MiB for the TS baseline idling).",
+      "   `--optimize-for-size`: 64-66 MiB against 68 MiB without them, for a bare SDK receive loop).",
       "",
       "## Latency, send to job start",
       "",
