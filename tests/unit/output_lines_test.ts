@@ -1,6 +1,8 @@
 /** Unit tests of a process's output as log lines: joined across chunks, split when too long. */
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import {
+  IDLE_READ_BUFFERS,
+  idleReadBufferCount,
   MAX_LINE_BYTES,
   READ_CHUNK_BYTES,
   streamChunks,
@@ -171,6 +173,33 @@ Deno.test("streamChunks: a child's pipe is read into one reused buffer, and each
   strictEqual(new Set(chunks.map((chunk) => chunk.buffer)).size, chunks.length);
   ok(chunks.every((chunk) => chunk.byteLength === chunk.buffer.byteLength));
   ok(chunks.every((chunk) => chunk.length <= READ_CHUNK_BYTES));
+});
+
+Deno.test("streamChunks: a pipe's read buffer serves the next pipe once its stream ended", async () => {
+  const quiet = () => new Deno.Command("true", { stdout: "piped" }).spawn();
+  // One pipe read to its end leaves one idle buffer (unless the thread keeps its most).
+  const first = quiet();
+  await streamChunks(first.stdout, () => {});
+  await first.status;
+  const idle = idleReadBufferCount();
+  ok(idle >= 1 && idle <= IDLE_READ_BUFFERS, `${idle} idle`);
+  // A pipe being read holds one of them...
+  const slow = new Deno.Command("sh", { args: ["-c", "sleep 0.2; echo done"], stdout: "piped" })
+    .spawn();
+  const taken: string[] = [];
+  const reading = streamChunks(slow.stdout, (chunk) => taken.push(new TextDecoder().decode(chunk)));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  strictEqual(idleReadBufferCount(), idle - 1);
+  // ...and gives it back at its end, after the bytes were taken.
+  await reading;
+  await slow.status;
+  deepStrictEqual(taken, ["done\n"]);
+  strictEqual(idleReadBufferCount(), idle);
+  // Never more than IDLE_READ_BUFFERS are kept, however many pipes end at once.
+  const many = Array.from({ length: IDLE_READ_BUFFERS + 8 }, quiet);
+  await Promise.all(many.map((child) => streamChunks(child.stdout, () => {})));
+  await Promise.all(many.map((child) => child.status));
+  strictEqual(idleReadBufferCount(), IDLE_READ_BUFFERS);
 });
 
 Deno.test("streamChunks: a stream that is not a byte stream is read as it comes", async () => {

@@ -81,6 +81,20 @@ export async function streamLines(
 export const READ_CHUNK_BYTES = 64 * 1024;
 
 /**
+ * Read buffers kept, per thread, for the pipes of the jobs to come (2 MiB). A new
+ * 64 KiB buffer for each of a job's two pipes was, with short jobs, 128 KiB of
+ * allocation and zeroing per message; most jobs end without writing a byte.
+ */
+export const IDLE_READ_BUFFERS = 32;
+
+const idleReadBuffers: ArrayBuffer[] = [];
+
+/** How many read buffers wait for a next pipe on this thread. */
+export function idleReadBufferCount(): number {
+  return idleReadBuffers.length;
+}
+
+/**
  * Reads `stream` chunk by chunk into `take`; before each read it awaits `room`,
  * when given, so that a consumer that is behind slows the writer (its pipe fills)
  * rather than losing its output. Resolves at the end of the stream, or once it broke.
@@ -88,7 +102,8 @@ export const READ_CHUNK_BYTES = 64 * 1024;
  * A byte stream (a child's pipe) is read into one buffer of
  * {@linkcode READ_CHUNK_BYTES} that every read reuses, and `take` gets a copy of
  * just the bytes read: a job that writes a line at a time would otherwise cost a new
- * 64 KiB buffer per read. `take` may keep or transfer what it is given.
+ * 64 KiB buffer per read. At the end of the stream the buffer goes back to this
+ * thread's idle ones, for the next pipe. `take` may keep or transfer what it is given.
  */
 export async function streamChunks(
   stream: ReadableStream<Uint8Array>,
@@ -102,21 +117,32 @@ export async function streamChunks(
     // Not a byte stream: read it as it comes.
     return await streamEachChunk(stream, take, room);
   }
-  let buffer = new ArrayBuffer(READ_CHUNK_BYTES);
+  let buffer = idleReadBuffers.pop() ?? new ArrayBuffer(READ_CHUNK_BYTES);
+  let whole = false;
   try {
     while (true) {
       const waiting = room?.();
       if (waiting) await waiting;
       const { value, done } = await reader.read(new Uint8Array(buffer));
-      if (done || value === undefined) break;
-      // The read transferred the buffer into `value`: it is the one to read into next.
+      if (value === undefined) break;
+      // The read transferred the buffer into `value` (an empty view at the end of the
+      // stream): it is the one to read into next.
       buffer = value.buffer as ArrayBuffer;
+      if (done) {
+        whole = true;
+        break;
+      }
       take(value.slice());
     }
   } catch {
-    // The pipe broke; what was read has been taken.
+    // The pipe broke; what was read has been taken. The buffer stays with the stream.
   } finally {
     reader.releaseLock();
+  }
+  if (
+    whole && buffer.byteLength === READ_CHUNK_BYTES && idleReadBuffers.length < IDLE_READ_BUFFERS
+  ) {
+    idleReadBuffers.push(buffer);
   }
 }
 
