@@ -95,17 +95,19 @@ export function runtimePermissions(os: OperatingSystem = Deno.build.os): string[
  */
 export const RUNTIME_V8_FLAGS: readonly string[] = Object.freeze([
   /**
-   * At most 8 MiB per semi-space of the young generation. A worker allocates fast
+   * At most 4 MiB per semi-space of the young generation. A worker allocates fast
    * (every job, every SQS call) and keeps little, and V8 then lets each semi-space
-   * grow to its default cap of 32 MiB: about 60 MiB of young generation, most of it
-   * dead objects, in RSS.
-   * Draining 5,000 `/bin/true` messages at `-c 50`, the peak RSS went from about 192
-   * to 164 MiB (2,000 at `-c 10`: from 160 to 123) for the same CPU time and
-   * throughput. A smaller cap promotes short-lived objects to the old generation
-   * instead: 1 MiB cost 7-10% more CPU for a peak 5-10 MiB lower, 4 MiB did no better
-   * than 8.
+   * grow to its default cap of 32 MiB, in each of the worker's two isolates (the
+   * main thread and the job spawner): most of it dead objects, in RSS.
+   * Draining 5,000 `/bin/true` messages at `-c 50` (three alternating pairs), the
+   * peak RSS was 203-213 MiB with an 8 MiB cap and 184-192 with 4 MiB, for the
+   * same CPU time and throughput; at `-c 10` (3,000 messages) 167 against 146, and at
+   * `-c 1` 145-151 against 129-136, with CPU and rate within the noise of the pairs.
+   * (The default cap: about 240 MiB at `-c 50`.) A smaller cap promotes short-lived
+   * objects to the old generation instead: 2 MiB gave a higher peak (181 MiB) and
+   * more CPU, 1 MiB 7-10 % more CPU.
    */
-  "--max-semi-space-size=8",
+  "--max-semi-space-size=4",
 ]);
 
 /**
