@@ -103,9 +103,9 @@ export const RUNTIME_V8_FLAGS: readonly string[] = Object.freeze([
    * peak RSS was 203-213 MiB with an 8 MiB cap and 184-192 with 4 MiB, for the
    * same CPU time and throughput; at `-c 10` (3,000 messages) 167 against 146, and at
    * `-c 1` 145-151 against 129-136, with CPU and rate within the noise of the pairs.
-   * (The default cap: about 240 MiB at `-c 50`.) A smaller cap promotes short-lived
-   * objects to the old generation instead: 2 MiB gave a higher peak (181 MiB) and
-   * more CPU, 1 MiB 7-10 % more CPU.
+   * With V8's own cap, the peak was about 240 MiB at `-c 50`. A smaller cap promotes
+   * short-lived objects to the old generation instead: 2 MiB gave a higher peak
+   * (181 MiB) and more CPU, 1 MiB 7-10 % more CPU.
    */
   "--max-semi-space-size=4",
 ]);
